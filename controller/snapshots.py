@@ -1,0 +1,91 @@
+"""Snapshot readers for the command line: a working tree or a Git revision -> path -> bytes.
+
+The loader and renderer are pure and take a snapshot; these two functions are the I/O that
+makes one for ``rciots validate`` (the controller's own Git source, with mirroring and
+change detection, is a separate part). Only ``tenants/`` is read. Symlinks are reported and
+never followed, in a working tree and in a commit alike: the load restrictor of the renderer
+must never be sidestepped by a link, so the repo is refused before it gets that far.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from rciots.controller import layout
+from rciots.controller.diagnostics import Diagnostic
+
+__all__ = ["MAX_FILE_BYTES", "Snapshot", "read_git_revision", "read_worktree"]
+
+Snapshot = dict[str, bytes]
+# Larger than any file a fleet repo needs; the YAML reader has its own, smaller limit.
+MAX_FILE_BYTES = 8 * 1024 * 1024
+
+_SYMLINK = (
+    "symbolic links are not allowed in a fleet repo (they are never followed): "
+    "replace it with the file it points to"
+)
+_TOO_LARGE = f"file is larger than {MAX_FILE_BYTES} bytes; fleet repo files must be smaller"
+
+
+def read_worktree(root: Path) -> tuple[Snapshot, list[Diagnostic]]:
+    """Read ``root/tenants`` of a working tree without following symlinks."""
+    snapshot: Snapshot = {}
+    problems: list[Diagnostic] = []
+    top = root / layout.TENANTS_DIR
+    if top.is_symlink():
+        return snapshot, [Diagnostic(layout.TENANTS_DIR, 1, 1, _SYMLINK)]
+    for directory, subdirs, filenames in os.walk(top, followlinks=False):
+        for name in sorted(subdirs + filenames):
+            full = Path(directory, name)
+            relative = full.relative_to(root).as_posix()
+            info = full.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                problems.append(Diagnostic(relative, 1, 1, _SYMLINK))
+            elif stat.S_ISREG(info.st_mode):
+                if info.st_size > MAX_FILE_BYTES:
+                    problems.append(Diagnostic(relative, 1, 1, _TOO_LARGE))
+                else:
+                    snapshot[relative] = full.read_bytes()
+    return snapshot, problems
+
+
+def read_git_revision(repository: Path, revision: str) -> tuple[Snapshot, list[Diagnostic], str]:
+    """Read ``tenants/`` of ``revision`` in the Git repository at (or above) ``repository``.
+
+    Returns the snapshot, its problems and the full commit id. Raises ValueError with a
+    message for a path that is no Git repository or a revision that does not resolve.
+    """
+    import pygit2  # the controller extra; imported here so the agent never needs it
+
+    found = pygit2.discover_repository(str(repository))
+    if found is None:
+        raise ValueError(f"{repository} is not inside a Git repository")
+    repo = pygit2.Repository(found)
+    try:
+        commit = repo.revparse_single(revision).peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+        raise ValueError(f"revision {revision!r} not found in {repository}") from None
+    snapshot: Snapshot = {}
+    problems: list[Diagnostic] = []
+    try:
+        top = commit.tree / layout.TENANTS_DIR
+    except KeyError:
+        return snapshot, problems, str(commit.id)
+    # an explicit stack rather than recursion: tree depth comes from the repo's author
+    stack: list[tuple[str, pygit2.Object]] = [(layout.TENANTS_DIR, top)]
+    while stack:
+        path, obj = stack.pop()
+        if obj.filemode == pygit2.enums.FileMode.LINK:
+            problems.append(Diagnostic(path, 1, 1, _SYMLINK))
+        elif isinstance(obj, pygit2.Tree):
+            stack.extend((f"{path}/{entry.name}", entry) for entry in obj)
+        elif isinstance(obj, pygit2.Blob):
+            if obj.size > MAX_FILE_BYTES:
+                problems.append(Diagnostic(path, 1, 1, _TOO_LARGE))
+            else:
+                snapshot[path] = obj.data
+        else:
+            problems.append(Diagnostic(path, 1, 1, "submodules are not allowed in a fleet repo"))
+    return snapshot, problems, str(commit.id)
