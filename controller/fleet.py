@@ -82,7 +82,7 @@ class ProvisioningToken:
     name: str
     path: str
     secret_hash: str
-    approval: Approval = "auto"
+    approval: Approval = "manual"  # the safe default: a leaked token alone enrolls nothing
     enabled: bool = True
     expires: datetime | None = None
     max_devices: int | None = None

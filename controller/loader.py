@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rciots.controller import fleet, layout, names, schemas, yamlsafe
+from rciots.controller import fleet, layout, names, schemas, timestamps, yamlsafe
 from rciots.controller.diagnostics import Diagnostic, Severity, count_errors
 
 __all__ = ["LoadResult", "load"]
@@ -440,9 +440,9 @@ def _token(obj: _Object, tenant: str, name: str) -> fleet.ProvisioningToken:
         name=name,
         path=obj.path,
         secret_hash=spec["secretHash"],
-        approval=spec.get("approval", "auto"),
+        approval=spec.get("approval", "manual"),
         enabled=spec.get("enabled", True),
-        expires=schemas.parse_timestamp(expires) if expires is not None else None,
+        expires=timestamps.parse_timestamp(expires) if expires is not None else None,
         max_devices=spec.get("maxDevices"),
         template=spec.get("template"),
         labels=_labels(spec.get("labels")),

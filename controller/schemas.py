@@ -11,10 +11,8 @@ where each field came from.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from functools import cache
 from importlib import resources
 from typing import Any, cast
@@ -23,7 +21,9 @@ import jsonschema
 import referencing
 from referencing.jsonschema import DRAFT202012
 
-__all__ = ["KINDS", "SchemaProblem", "parse_timestamp", "validate"]
+from rciots.controller import timestamps
+
+__all__ = ["KINDS", "SchemaProblem", "validate"]
 
 # kind -> schema file, for every kind a fleet repo file can declare
 KINDS = {
@@ -46,27 +46,11 @@ class SchemaProblem:
     at_key: bool = False
 
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def parse_timestamp(text: str) -> datetime:
-    """A date (midnight UTC) or an RFC 3339 date-time with a zone; ValueError otherwise."""
-    if _DATE.fullmatch(text):
-        day = date.fromisoformat(text)
-        return datetime(day.year, day.month, day.day, tzinfo=UTC)
-    if "T" not in text.upper() or len(text) < 20:
-        raise ValueError(text)
-    parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        raise ValueError(text)
-    return parsed
-
-
 def _is_timestamp(instance: object) -> bool:
     if not isinstance(instance, str):
         return True  # the type keyword reports non-strings
     try:
-        parse_timestamp(instance)
+        timestamps.parse_timestamp(instance)
     except ValueError:
         return False
     return True

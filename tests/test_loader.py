@@ -470,3 +470,17 @@ def test_no_tenants_at_all() -> None:
     error = only_error({"README.md": b"hello"})
     assert error.path == "tenants"
     assert error.message.startswith("no tenants")
+
+
+def test_approval_defaults_to_manual() -> None:
+    text = TOKEN.replace("  approval: manual\n", "")
+    model = loader.load(snapshot(**{"tokens/factory.yaml": text})).model
+    assert model.tenants["acme"].tokens["factory"].approval == "manual"
+
+
+@pytest.mark.parametrize("selector", ["matchLabels: {}", "matchExpressions: []"])
+def test_empty_selector_parts_are_refused(selector: str) -> None:
+    text = FLEET.split("  selector:")[0] + f"  selector:\n    {selector}\n  template: edge\n"
+    error = only_error(snapshot(**{"fleets/plant-a.yaml": text}))
+    assert error.line == 7
+    assert error.message.endswith("or leave " + selector.split(":")[0] + " out")

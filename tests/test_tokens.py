@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from ruamel.yaml import YAML
 
-from rciots.controller import schemas, tokens
+from rciots.controller import schemas, timestamps, tokens
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 HINT = "write a date (2027-12-31) or an RFC 3339 time with zone (2027-12-31T18:00:00Z)"
@@ -99,12 +99,12 @@ def test_expiry_equal_to_now_is_refused() -> None:
 
 def test_format_timestamp_converts_to_utc() -> None:
     when = datetime(2027, 12, 31, 18, 0, tzinfo=timezone(timedelta(hours=2)))
-    assert tokens.format_timestamp(when) == "2027-12-31T16:00:00Z"
+    assert timestamps.format_timestamp(when) == "2027-12-31T16:00:00Z"
 
 
 def test_format_timestamp_keeps_microseconds() -> None:
     when = datetime(2027, 12, 31, 18, 0, 0, 500000, tzinfo=UTC)
-    assert tokens.format_timestamp(when) == "2027-12-31T18:00:00.500000Z"
+    assert timestamps.format_timestamp(when) == "2027-12-31T18:00:00.500000Z"
 
 
 def test_minimal_token_file() -> None:
