@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from rciots.controller import cmd_device, cmd_token, cmd_validate
+from rciots.controller import cmd_device, cmd_kustomize, cmd_token, cmd_validate
 
 __all__ = ["build_parser", "main"]
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (cmd_validate, cmd_token, cmd_device):
+    for module in (cmd_validate, cmd_token, cmd_device, cmd_kustomize):
         module.register(commands)
     return parser
 

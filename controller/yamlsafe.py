@@ -24,8 +24,6 @@ is what the fleet model loader uses to put a line and column on every schema err
 from __future__ import annotations
 
 import io
-import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,6 +31,8 @@ from typing import Literal
 from ruamel.yaml import YAML
 from ruamel.yaml import events as ev
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from rciots.controller import goscalar
 
 try:
     # libyaml's parser, from ruamel.yaml.clib: the same events, about 15 times faster. Scalar
@@ -100,20 +100,15 @@ class Node:
 
 _CORE = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {"str", "int", "float", "bool", "null"}
-_NULL = re.compile(r"~|null|Null|NULL|")
-_BOOL = re.compile(r"true|True|TRUE|false|False|FALSE")
-_INT = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
-_FLOAT = re.compile(
-    r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.nan|\.NaN|\.NAN"
-)
 
 
 def _resolve_plain(text: str) -> str:
-    """YAML 1.2 core schema resolution of an untagged plain scalar."""
-    for tag, pattern in (("null", _NULL), ("bool", _BOOL), ("int", _INT), ("float", _FLOAT)):
-        if pattern.fullmatch(text):
-            return tag
-    return "str"
+    """The tag go-yaml v3 gives an untagged plain scalar: what kustomize reads it as.
+
+    That is YAML 1.2 words (``yes`` is a string) with go-yaml's numbers (``012`` is octal,
+    ``0b101``, ``1_000``, ``08`` is a float) and timestamps (tag ``timestamp``).
+    """
+    return goscalar.resolve(text)[0]
 
 
 def _explicit_tag(tag: str, kind: Kind, line: int, column: int) -> str:
@@ -309,30 +304,30 @@ def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> list[Node]:
 
 
 def _scalar_value(node: Node) -> object:
+    """The value go-yaml v3 decodes ``node`` to, as kustomize holds it after its JSON step.
+
+    A timestamp is the RFC 3339 text JSON prints for it (``2001-12-14`` is
+    ``2001-12-14T00:00:00Z``); ``.nan`` and ``.inf`` are read, although kustomize cannot
+    print them.
+    """
     text = node.text
     if node.tag == "str":
         return text
-    if node.tag == "null":
-        return None
-    if node.tag == "bool":
-        if text.lower() in ("true", "false"):
-            return text.lower() == "true"
-    elif node.tag == "int":
-        for prefix, base in (("0o", 8), ("0x", 16)):
-            if text.startswith(prefix):
-                return int(text[2:], base)
-        if re.fullmatch(r"[-+]?[0-9]+", text):
-            return int(text)
-    elif node.tag == "float":
-        lowered = text.lower()
-        if lowered.endswith(".nan"):
-            return math.nan
-        if lowered.endswith(".inf"):
-            return -math.inf if text.startswith("-") else math.inf
-        try:
-            return float(text)
-        except ValueError:
-            pass
+    # Explicit tags (!!int, ...) resolve the text the same way, without timestamps; a
+    # plain scalar's tag came from resolving it, so the two agree.
+    tag, value = goscalar.resolve(text, timestamps=node.tag == "timestamp")
+    if tag == node.tag:
+        if tag == "timestamp" and value is None:
+            raise YamlError(
+                f"timestamp {text!r} has a zone offset of 24 hours or more, which kustomize "
+                "cannot print; quote it to keep it a string",
+                node.line,
+                node.column,
+            )
+        return value
+    if node.tag == "float" and tag == "int":
+        assert isinstance(value, int)
+        return float(value)
     raise YamlError(f"{text!r} is not a valid !!{node.tag}", node.line, node.column)
 
 
@@ -401,3 +396,30 @@ def to_python(root: Node) -> tuple[object, Positions]:
         else:
             container[str(slot)] = value
     return result[0], positions
+
+
+def to_data(root: Node) -> object:
+    """Plain data like ``to_python``, without positions: the renderer's faster path.
+
+    Recursion depth is bounded by ``Limits.max_depth``, enforced while parsing.
+    """
+    built: dict[int, object] = {}
+
+    def convert(node: Node) -> object:
+        known = built.get(id(node))
+        if known is not None:
+            return known
+        if node.kind == "scalar":
+            return _scalar_value(node)
+        if node.kind == "sequence":
+            items: list[object] = []
+            built[id(node)] = items
+            items.extend(convert(child) for child in node.items)
+            return items
+        mapping: dict[str, object] = {}
+        built[id(node)] = mapping
+        for key, child in node.pairs:
+            mapping[key.text] = convert(child)
+        return mapping
+
+    return convert(root)

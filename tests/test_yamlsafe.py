@@ -47,14 +47,80 @@ def test_yaml_1_2_core_schema_scalars() -> None:
         "e": None,
         "i": 15,
         "x": 31,
-        "d": 12,
+        "d": 10,  # go-yaml v3, which kustomize reads with, takes a leading 0 for octal
         "f": 1500.0,
         "inf": -math.inf,
-        "date": "2026-01-01",
+        "date": "2026-01-01T00:00:00Z",  # a timestamp, as JSON prints it
         "q": "1",
         "forced": "12",
         "ver": 1.1,
     }
+
+
+SAME = object()  # the plain text stays a string as written
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        # words: YAML 1.2 only
+        ("yes", "yes"), ("No", "No"), ("on", "on"), ("y", "y"), ("True", True), ("TRUE", True),
+        ("tRUE", "tRUE"), ("false", False), ("Null", None), ("NULL", None), ("~", None),
+        ("<<x", "<<x"),
+        # integers the way Go's ParseInt(s, 0, 64) reads them, underscores dropped first
+        ("012", 10), ("-012", -10), ("0o17", 15), ("0O17", 15), ("-0o17", -15), ("0b101", 5),
+        ("-0b101", -5), ("0x1F", 31), ("0X1f", 31), ("+12", 12), ("1_000", 1000), ("1__0", 10),
+        ("-0", 0), ("0", 0), ("9223372036854775807", 2**63 - 1), ("-9223372036854775808", -(2**63)),
+        ("18446744073709551615", 2**64 - 1), ("0xFFFFFFFFFFFFFFFF", 2**64 - 1),
+        # past 64 bits: a float, or a string when not decimal
+        ("18446744073709551616", 1.8446744073709552e19), ("+18446744073709551615", 2.0**64),
+        ("-9223372036854775809", -(2.0**63)), ("-0xFFFFFFFFFFFFFFFF", "-0xFFFFFFFFFFFFFFFF"),
+        ("0777777777777777777777777", 7.777777777777778e23), ("1" * 30, 1.111111111111111e29),
+        # floats
+        ("08", 8.0), ("09.5", 9.5), ("1e3", 1000.0), (".5", 0.5), ("1.", 1.0), ("+.5", 0.5),
+        (".5_0", 0.5), ("1_0.5", 10.5), ("-1.5e-3", -0.0015), ("1e-400", 0.0),
+        ("1e400", "1e400"), (".5e400", ".5e400"), ("12e", "12e"), ("._5", "._5"), (".", "."),
+        ("0x", "0x"), ("0b2", "0b2"), ("_1", "_1"), ("+", "+"), ("-x", "-x"), ("1_", 1),
+        ("+.inf", math.inf), ("-.Inf", -math.inf), ("+.nan", "+.nan"), ("nan", "nan"),
+        # timestamps become the RFC 3339 text JSON prints for them
+        ("2001-12-14", "2001-12-14T00:00:00Z"), ("2001-1-2", "2001-01-02T00:00:00Z"),
+        ("2001-12-14t21:59:43.10-05:00", "2001-12-14T21:59:43.1-05:00"),
+        ("2001-12-14 21:59:43.10", "2001-12-14T21:59:43.1Z"),
+        ("2001-12-14  21:59:43,5", "2001-12-14T21:59:43.5Z"),
+        ("2001-12-14T21:59:43.1234567891Z", "2001-12-14T21:59:43.123456789Z"),
+        ("2001-12-14T1:2:3+05:60", "2001-12-14T01:02:03+06:00"),
+        ("2001-12-14T00:00:00-00:00", "2001-12-14T00:00:00Z"),
+        ("2000-02-29", "2000-02-29T00:00:00Z"), ("0000-01-01", "0000-01-01T00:00:00Z"),
+        ("2001-02-29", "2001-02-29"), ("2001-13-01", "2001-13-01"),
+        ("2001-12-14T24:00:00Z", "2001-12-14T24:00:00Z"), ("2001-12-14T21:59:60Z", SAME),
+        ("2001-12-14T21:59:43", "2001-12-14T21:59:43"), ("2001-12-14 21:59:43Z", SAME),
+        ("2001-12-14T21:59:43z", SAME), ("2001-12-14T21:59:43+0500", SAME),
+        ("2001-12-14T21:59:43.Z", SAME), ("12345-01-01", SAME), ("2001-012-14", SAME),
+    ],
+)  # fmt: skip
+def test_plain_scalars_resolve_as_go_yaml_v3_does(text: str, value: object) -> None:
+    expected = text if value is SAME else value
+    loaded = load_one(f"v: {text}\n")
+    assert loaded == {"v": expected}
+    assert isinstance(loaded, dict)
+    assert type(loaded["v"]) is type(expected)
+
+
+def test_timestamp_with_a_zone_json_cannot_print_is_refused() -> None:
+    error = refusal(b"when: 2001-12-14T21:59:43+24:00\n")
+    assert "zone offset of 24 hours" in error.message
+    assert (error.line, error.column) == (1, 7)
+    assert load_one("when: '2001-12-14T21:59:43+24:00'\n") == {"when": "2001-12-14T21:59:43+24:00"}
+
+
+def test_keys_keep_their_text_and_get_go_yamls_tag() -> None:
+    (document,) = yamlsafe.parse(b"012: a\nyes: b\n2001-12-14: c\n")
+    assert [(key.text, key.tag) for key, _ in document.pairs] == [
+        ("012", "int"),
+        ("yes", "str"),
+        ("2001-12-14", "timestamp"),
+    ]
+    assert load_one("012: a\n") == {"012": "a"}
 
 
 def test_nan_is_read_as_nan() -> None:
@@ -144,6 +210,14 @@ def test_tags_outside_the_core_schema_are_refused(text: str, shown: str) -> None
 
 def test_core_tags_are_accepted() -> None:
     assert load_one("a: !!str 12\nb: !!int '7'\n") == {"a": "12", "b": 7}
+
+
+def test_tags_resolve_the_text_like_go_yaml() -> None:
+    text = "a: !!int '0x1F'\nb: !!float 1\nc: !!null ''\nd: !!bool 'True'\ne: !!str 2001-12-14\n"
+    assert load_one(text) == {"a": 31, "b": 1.0, "c": None, "d": True, "e": "2001-12-14"}
+    assert refusal(b"a: !!int 2001-12-14\n").message == "'2001-12-14' is not a valid !!int"
+    assert refusal(b"a: !!bool yes\n").message == "'yes' is not a valid !!bool"
+    assert refusal(b"a: !!int 1.5\n").message == "'1.5' is not a valid !!int"
 
 
 def test_invalid_explicitly_tagged_value() -> None:

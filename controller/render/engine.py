@@ -1,0 +1,373 @@
+"""The build: kustomizations read from the snapshot, resources accumulated, generators and
+transformers run in kustomize's order, then hashes, name references, sorting and printing.
+
+Pure. All reading goes through ``_Build.read``, which enforces the load restrictor and records
+every path read (``Rendered.inputs``), so the controller can re-render only the devices whose
+inputs a commit changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from rciots.controller import layout, yamlsafe
+from rciots.controller.render import (
+    emit,
+    generators,
+    kustomization,
+    nameref,
+    ordering,
+    patches,
+    replacements,
+    transformers,
+)
+from rciots.controller.render.api import Rendered, RenderError
+from rciots.controller.render.resource import Resource, copy_data
+
+__all__ = ["Cache", "MappingSource", "Source", "build", "build_from"]
+
+_REMOTE = ("http://", "https://", "git@", "ssh://", "git::", "github.com/", "gitlab.com/")
+
+
+class Source(Protocol):
+    """What the build reads: files by '/'-joined relative path, and which paths are folders."""
+
+    def get(self, path: str) -> bytes | None: ...
+
+    def is_directory(self, path: str) -> bool: ...
+
+
+class MappingSource:
+    """A snapshot (path -> bytes) as a build source."""
+
+    def __init__(self, snapshot: Mapping[str, bytes]) -> None:
+        self.snapshot = snapshot
+        self._directories: set[str] | None = None
+
+    def get(self, path: str) -> bytes | None:
+        return self.snapshot.get(path)
+
+    def is_directory(self, path: str) -> bool:
+        if self._directories is None:
+            directories = {""}
+            for name in self.snapshot:
+                parts = name.split("/")
+                directories.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            self._directories = directories
+        return path in self._directories
+
+
+class Cache:
+    """Built bases, shared between builds: many device overlays on one template build the
+    template once. An entry is reused only while every file it read is unchanged."""
+
+    def __init__(self) -> None:
+        self.bases: dict[str, tuple[dict[str, bytes | None], list[Resource]]] = {}
+        self._source: MappingSource | None = None
+
+    def source_for(self, snapshot: Mapping[str, bytes]) -> MappingSource:
+        """One source per snapshot, so its folder index is built once."""
+        if self._source is None or self._source.snapshot is not snapshot:
+            self._source = MappingSource(snapshot)
+        return self._source
+
+    def lookup(self, directory: str, source: Source) -> list[Resource] | None:
+        entry = self.bases.get(directory)
+        if entry is None:
+            return None
+        inputs, resources = entry
+        for path, data in inputs.items():
+            current = source.get(path)
+            if current is not data and current != data:
+                return None
+        return [r.copy() for r in resources]
+
+    def store(self, directory: str, inputs: dict[str, bytes | None], built: list[Resource]) -> None:
+        self.bases[directory] = (inputs, [r.copy() for r in built])
+
+
+class _Build:
+    def __init__(
+        self, source: Source, root: str, limits: yamlsafe.Limits, cache: Cache | None
+    ) -> None:
+        self.source = source
+        self.root = _clean(root)
+        self.limits = limits
+        self.cache = cache
+        self.inputs: set[str] = set()
+        self.visiting: list[str] = []
+        # one set per base being built, to know what a cached base depends on
+        self.reading: list[set[str]] = []
+
+    def note_input(self, path: str) -> None:
+        self.inputs.add(path)
+        for reads in self.reading:
+            reads.add(path)
+
+    # -- the source, behind the load restrictor -------------------------------------------
+
+    def is_directory(self, path: str) -> bool:
+        return self.source.is_directory(path)
+
+    def resolve(self, base: str, relative: str, referrer: str) -> str:
+        if relative.startswith("/"):
+            raise RenderError(referrer, f"absolute path {relative!r} is not allowed")
+        path = _clean(posixpath.join(base, relative))
+        if path == ".." or path.startswith("../") or not _within(path, self.root):
+            raise RenderError(
+                referrer, f"{relative!r} is outside the allowed root {self.root or '.'}/"
+            )
+        return path
+
+    def read(self, directory: str, relative: str, referrer: str) -> bytes:
+        """A file named by the kustomization in ``directory``: kustomize lets it read only
+        at or below its own directory."""
+        path = self.resolve(directory, relative, referrer)
+        if not _within(path, directory):
+            raise RenderError(
+                referrer,
+                f"security: file {relative!r} is not in or below {directory or '.'}/ "
+                "(a kustomization reads files only from its own directory)",
+            )
+        data = self.source.get(path)
+        if data is None:
+            what = "a directory" if self.is_directory(path) else "not found"
+            raise RenderError(referrer, f"file {relative!r} is {what}")
+        self.note_input(path)
+        return data
+
+    def kustomization_in(self, directory: str, referrer: str) -> kustomization.Kustomization:
+        candidates = [f"{directory}/{n}" if directory else n for n in layout.KUSTOMIZATION_NAMES]
+        contents = {path: self.source.get(path) for path in candidates}
+        found = [path for path in candidates if contents[path] is not None]
+        if not found:
+            raise RenderError(
+                referrer or directory,
+                f"no kustomization.yaml, kustomization.yml or Kustomization in {directory or '.'}/",
+            )
+        if len(found) > 1:
+            raise RenderError(
+                found[0], f"found multiple kustomization files in {directory or '.'}/"
+            )
+        self.note_input(found[0])
+        data = contents[found[0]]
+        assert data is not None
+        return kustomization.parse(found[0], data, self.limits)
+
+    # -- accumulation ---------------------------------------------------------------------
+
+    def accumulate(
+        self,
+        directory: str,
+        referrer: str,
+        into: list[Resource] | None = None,
+        *,
+        component: bool = False,
+    ) -> list[Resource]:
+        if directory in self.visiting:
+            chain = " -> ".join([*self.visiting, directory])
+            raise RenderError(referrer or directory, f"cycle of kustomizations: {chain}")
+        self.visiting.append(directory)
+        try:
+            k = self.kustomization_in(directory, referrer)
+            if component and k.kind != "Component":
+                raise RenderError(k.path, "a component must have kind: Component")
+            if not component and k.kind == "Component" and referrer:
+                raise RenderError(k.path, "a Component can only be listed under components:")
+            resources = into if into is not None else []
+            self.accumulate_resources(k, resources)
+            self.run_generators(k, resources)
+            for path in k.components:
+                target = self.resolve(k.directory, path, k.path)
+                if not self.is_directory(target):
+                    raise RenderError(k.path, f"component {path!r} is not a directory")
+                resources = self.accumulate(target, k.path, resources, component=True)
+            self.run_transformers(k, resources)
+            return resources
+        finally:
+            self.visiting.pop()
+
+    def accumulate_resources(
+        self, k: kustomization.Kustomization, resources: list[Resource]
+    ) -> None:
+        index = {_key(r): r for r in resources}
+        for entry in k.resources:
+            if entry.startswith(_REMOTE) or "://" in entry:
+                raise RenderError(k.path, f"remote resource {entry!r} is not supported")
+            target = self.resolve(k.directory, entry, k.path)
+            if self.is_directory(target):
+                if _within(k.directory, target):
+                    raise RenderError(
+                        k.path, f"cycle detected: {entry!r} is this kustomization or contains it"
+                    )
+                for resource in self.accumulate_base(target, k.path):
+                    _append(resources, index, resource, k.path)
+            else:
+                for resource in self.load_file(k, entry):
+                    _append(resources, index, resource, k.path)
+
+    def accumulate_base(self, directory: str, referrer: str) -> list[Resource]:
+        if self.cache is not None:
+            cached = self.cache.lookup(directory, self.source)
+            if cached is not None:
+                entry = self.cache.bases[directory][0]
+                for path in entry:
+                    self.note_input(path)
+                return cached
+        self.reading.append(set())
+        try:
+            built = self.accumulate(directory, referrer)
+        finally:
+            reads = self.reading.pop()
+        if self.cache is not None:
+            self.cache.store(directory, {p: self.source.get(p) for p in reads}, built)
+        return built
+
+    def load_file(self, k: kustomization.Kustomization, relative: str) -> list[Resource]:
+        path = self.resolve(k.directory, relative, k.path)
+        return load_resources(path, self.read(k.directory, relative, k.path), self.limits)
+
+    def run_generators(self, k: kustomization.Kustomization, resources: list[Resource]) -> None:
+        options = k.get_map("generatorOptions")
+        for key, kind in (("configMapGenerator", "ConfigMap"), ("secretGenerator", "Secret")):
+            for args in k.get_list(key):
+                if not isinstance(args, dict):
+                    raise RenderError(k.path, f"each {key} entry must be a mapping")
+
+                def reader(relative: str, k: kustomization.Kustomization = k) -> bytes:
+                    return self.read(k.directory, relative, k.path)
+
+                generators.absorb(
+                    resources, generators.generate(kind, args, options, k.path, reader)
+                )
+
+    def run_transformers(self, k: kustomization.Kustomization, resources: list[Resource]) -> None:
+        def reader(relative: str) -> bytes:
+            return self.read(k.directory, relative, k.path)
+
+        patches.apply_strategic_merge_list(
+            resources, k.get_list("patchesStrategicMerge"), k.path, reader, self.limits
+        )
+        patches.apply_patches(resources, k.get_list("patches"), k.path, reader, self.limits)
+        if k.get_str("namespace"):
+            transformers.set_namespace(resources, k.get_str("namespace"), k.path)
+        transformers.set_name_prefix_suffix(
+            resources, k.get_str("namePrefix"), k.get_str("nameSuffix")
+        )
+        transformers.set_labels(
+            resources, k.get_list("labels"), k.string_map("commonLabels"), k.path
+        )
+        transformers.set_annotations(resources, k.string_map("commonAnnotations"), k.path)
+        patches.apply_json6902_list(
+            resources, k.get_list("patchesJson6902"), k.path, reader, self.limits
+        )
+        transformers.set_replicas(resources, k.get_list("replicas"), k.path)
+        transformers.set_images(resources, k.get_list("images"), k.path)
+        replacements.apply(resources, k.get_list("replacements"), k.path, reader, self.limits)
+
+
+def _clean(path: str) -> str:
+    cleaned = posixpath.normpath(path) if path else "."
+    return "" if cleaned == "." else cleaned
+
+
+def _within(path: str, directory: str) -> bool:
+    return not directory or path == directory or path.startswith(directory + "/")
+
+
+def _key(resource: Resource) -> tuple[Any, ...]:
+    rid = resource.id
+    return (rid.gvk, rid.name, rid.effective_namespace)
+
+
+def _append(
+    resources: list[Resource],
+    index: dict[tuple[Any, ...], Resource],
+    resource: Resource,
+    source: str,
+) -> None:
+    key = _key(resource)
+    existing = index.get(key)
+    if existing is not None:
+        raise RenderError(
+            source,
+            f"may not add resource with an already registered id: {resource.id} "
+            f"(from {resource.source} and {existing.source})",
+        )
+    index[key] = resource
+    resources.append(resource)
+
+
+def load_resources(path: str, data: bytes, limits: yamlsafe.Limits) -> list[Resource]:
+    """The objects of one manifest file: documents, with `*List` kinds expanded."""
+    try:
+        documents = [yamlsafe.to_data(d) for d in yamlsafe.parse(data, limits)]
+    except yamlsafe.YamlError as exc:
+        raise RenderError(path, f"line {exc.line} column {exc.column}: {exc.message}") from None
+    pending: list[Any] = [d for d in documents if d is not None and d != {}]
+    result: list[Resource] = []
+    while pending:
+        document = pending.pop(0)
+        if not isinstance(document, dict):
+            raise RenderError(path, "each document must be a mapping (a Kubernetes object)")
+        kind = document.get("kind")
+        if isinstance(kind, str) and kind.endswith("List") and "items" in document:
+            items = document["items"]
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                raise RenderError(path, f"expected a list in {kind}/items")
+            pending.extend(items)
+            continue
+        metadata = document.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        if not isinstance(kind, str) or not kind:
+            raise RenderError(path, "missing kind in an object")
+        if not isinstance(name, str) or not name:
+            raise RenderError(path, f"missing metadata.name in a {kind}")
+        # aliased YAML nodes arrive as shared objects: each object gets its own copy
+        result.append(Resource(copy_data(document), path))
+    return result
+
+
+def build(
+    snapshot: Mapping[str, bytes], entry: str, *, root: str = "", cache: Cache | None = None
+) -> Rendered:
+    source = cache.source_for(snapshot) if cache is not None else MappingSource(snapshot)
+    return build_from(source, entry, root=root, cache=cache)
+
+
+def build_from(
+    source: Source, entry: str, *, root: str = "", cache: Cache | None = None
+) -> Rendered:
+    state = _Build(source, root, yamlsafe.DEFAULT_LIMITS, cache)
+    directory = _clean(entry)
+    if not _within(directory, state.root):
+        raise RenderError(entry, f"{entry} is outside the allowed root {root}")
+    top = state.kustomization_in(directory, "")
+    resources = state.accumulate(directory, "")
+    for resource in resources:
+        if resource.needs_hash:
+            resource.remember_id()
+            resource.set_name(f"{resource.name}-{generators.name_hash(resource)}")
+    nameref.fix_references(resources)
+    ordered = ordering.sort(resources, top.get_map("sortOptions"), top.path)
+    for metadata_option in top.get_list("buildMetadata"):
+        if metadata_option not in ("originAnnotations", "transformerAnnotations", "managedByLabel"):
+            raise RenderError(top.path, f"unknown buildMetadata option {metadata_option!r}")
+        raise RenderError(top.path, f"buildMetadata {metadata_option} is not supported")
+    data = []
+    for resource in ordered:
+        metadata = resource.data.get("metadata")
+        if isinstance(metadata, dict) and metadata.get("annotations") == {}:
+            del metadata["annotations"]  # kustomize drops an empty annotations map
+        try:
+            data.append(emit.normalize(resource.data))
+        except ValueError as exc:
+            raise RenderError(resource.source, f"{resource.id}: {exc}") from None
+    text = emit.dump_documents(data)
+    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return Rendered(data, text, digest, frozenset(state.inputs))

@@ -1,0 +1,220 @@
+"""Name references: once prefixes, suffixes, namespaces and hashes have changed names, every
+field that named an object by its old name is pointed at its new one.
+
+kustomize does this once, after the whole build, using the earlier ids each object carries.
+The choice of the referral among several look-alikes (same old name in different bases)
+follows kustomize: same namespace as the referrer, then the same prefixes and suffixes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rciots.controller.render import fieldspecs
+from rciots.controller.render.api import RenderError
+from rciots.controller.render.resource import ResId, Resource, is_cluster_scoped
+
+__all__ = ["fix_references"]
+
+
+def _ends_with(longer: list[str], shorter: list[str]) -> bool:
+    if len(longer) < len(shorter):
+        longer, shorter = shorter, longer
+    return not shorter or longer[-len(shorter) :] == shorter
+
+
+def _affixes_equal(a: Resource, b: Resource, allow_empty: bool) -> bool:
+    if allow_empty:
+        prefixes = not a.prefixes or not b.prefixes or _ends_with(a.prefixes, b.prefixes)
+        suffixes = not a.suffixes or not b.suffixes or _ends_with(a.suffixes, b.suffixes)
+        return prefixes and suffixes
+    return _ends_with(a.prefixes, b.prefixes) and _ends_with(a.suffixes, b.suffixes)
+
+
+class _Scope:
+    """The resources grouped by effective namespace, to find what a referrer can see."""
+
+    def __init__(self, resources: list[Resource]) -> None:
+        self.resources = resources
+        self.cluster: list[Resource] = []
+        self.by_namespace: dict[str, list[Resource]] = {}
+        self.by_literal_namespace: dict[str, list[Resource]] = {}
+        self.order = {id(r): i for i, r in enumerate(resources)}
+        for resource in resources:
+            if is_cluster_scoped(resource.kind):
+                self.cluster.append(resource)
+            else:
+                namespace = resource.id.effective_namespace
+                self.by_namespace.setdefault(namespace, []).append(resource)
+            self.by_literal_namespace.setdefault(resource.namespace, []).append(resource)
+
+    def visible_to(self, referrer: Resource) -> list[Resource]:
+        referrer_id = referrer.id
+        if is_cluster_scoped(referrer_id.gvk.kind):
+            return self.resources
+        binding_namespaces = set()
+        if referrer.kind in ("RoleBinding", "ClusterRoleBinding"):
+            for subject in referrer.data.get("subjects") or []:
+                if isinstance(subject, dict) and subject.get("kind") == "ServiceAccount":
+                    binding_namespaces.add(subject.get("namespace") or "")
+        chosen = {id(r): r for r in self.cluster}
+        for r in self.by_namespace.get(referrer_id.effective_namespace, []):
+            chosen[id(r)] = r
+        for namespace in binding_namespaces:
+            for r in self.by_literal_namespace.get(namespace, []):
+                chosen[id(r)] = r
+        # keep the build's order, as kustomize walks its list
+        return sorted(chosen.values(), key=lambda r: self.order[id(r)])
+
+
+class _Referrer:
+    def __init__(
+        self, resource: Resource, target: tuple[str, str], candidates: list[Resource]
+    ) -> None:
+        self.resource = resource
+        self.target_kind, self.target_group = target
+        self.candidates = candidates
+
+    def _targets(self, candidate_id: ResId) -> bool:
+        gvk = candidate_id.gvk
+        return gvk.kind == self.target_kind and (
+            not self.target_group or gvk.group == self.target_group
+        )
+
+    def select(
+        self,
+        old_name: str,
+        candidates: list[Resource],
+        identical: Callable[[list[Resource]], bool],
+        role_ref: tuple[str, str] | None,
+    ) -> Resource | None:
+        found = [
+            c
+            for c in candidates
+            if any(p.name == old_name for p in c.previous)
+            and any(self._targets(p) for p in c.previous)
+        ]
+        if role_ref is not None:
+            group, kind = role_ref
+            found = [
+                c for c in found if any(p.gvk.selected_by(group, "", kind) for p in c.previous)
+            ]
+        referrer_id = self.resource.id
+        if not is_cluster_scoped(referrer_id.gvk.kind):
+            found = [
+                c
+                for c in found
+                if is_cluster_scoped(c.kind)
+                or c.kind == "ServiceAccount"
+                or c.id.effective_namespace == referrer_id.effective_namespace
+            ]
+        if len(found) == 1:
+            return found[0]
+        found = [c for c in found if _affixes_equal(c, self.resource, True)]
+        if len(found) > 1:
+            found = [c for c in found if _affixes_equal(c, self.resource, False)]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            return None
+        if identical(found):
+            return found[0]
+        ids = ", ".join(str(c.id) for c in found)
+        raise RenderError(
+            self.resource.source,
+            f"found multiple possible referrals for {old_name!r} in {self.resource.id}: {ids}",
+        )
+
+    def set_scalar(self, holder: dict[str, Any] | list[Any], key: Any, role_ref: Any) -> None:
+        value = holder[key]
+        referral = self.select(
+            value, self.candidates, lambda rs: len({r.name for r in rs}) == 1, role_ref
+        )
+        if referral is not None:
+            holder[key] = referral.name
+
+    def set_mapping(self, node: dict[str, Any]) -> None:
+        if "name" not in node:
+            raise RenderError(self.resource.source, "path config error; no 'name' field in node")
+        candidates = self.candidates
+        if "namespace" in node:
+            wanted = node["namespace"]
+            by_original = [
+                c
+                for c in candidates
+                if c.original_id().effective_namespace == wanted
+                or c.original_id().namespace == wanted
+            ]
+            candidates = by_original or [c for c in candidates if c.namespace == wanted]
+        old_name = node["name"]
+        referral = self.select(
+            old_name,
+            candidates,
+            lambda rs: len({(r.name, r.namespace) for r in rs}) == 1,
+            None,
+        )
+        if referral is None:
+            return
+        if referral.name == old_name and not referral.namespace:
+            return
+        node["name"] = referral.name
+        if referral.namespace:
+            node["namespace"] = referral.namespace
+
+    def update(self, holder: dict[str, Any], key: str, role_ref: Any) -> None:
+        value = holder.get(key)
+        if value is None:
+            return
+        if isinstance(value, str):
+            self.set_scalar(holder, key, role_ref)
+        elif isinstance(value, dict):
+            self.set_mapping(value)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, str):
+                    self.set_scalar(value, index, role_ref)
+                elif isinstance(item, dict):
+                    self.set_mapping(item)
+
+
+def _role_ref(resource: Resource, spec: fieldspecs.FieldSpec) -> tuple[str, str] | None:
+    if not spec.path.endswith("roleRef/name"):
+        return None
+    role_ref = resource.data.get("roleRef")
+    if not isinstance(role_ref, dict):
+        return None
+    group, kind = role_ref.get("apiGroup"), role_ref.get("kind")
+    if not isinstance(group, str) or not isinstance(kind, str):
+        return None
+    return group, kind
+
+
+# referrer kind -> [(referenced kind and group, field spec)]; a spec without kind applies to all
+_BY_REFERRER: dict[str, list[tuple[tuple[str, str], fieldspecs.FieldSpec]]] = {}
+for _target, _specs in fieldspecs.NAME_REFERENCES.items():
+    for _spec in _specs:
+        _BY_REFERRER.setdefault(_spec.kind, []).append((_target, _spec))
+
+
+def fix_references(resources: list[Resource]) -> None:
+    if not any(r.previous for r in resources):
+        return  # no name or namespace changed: nothing to point anywhere new
+    scope = _Scope(resources)
+    for resource in resources:
+        original = resource.original_id().gvk
+        visible: list[Resource] | None = None
+        for target, spec in _BY_REFERRER.get(original.kind, []) + _BY_REFERRER.get("", []):
+            if not spec.applies_to(original):
+                continue
+            if visible is None:
+                visible = scope.visible_to(resource)
+            referrer = _Referrer(resource, target, visible)
+            role_ref = _role_ref(resource, spec)
+
+            def update(
+                holder: dict[str, Any], key: str, r: _Referrer = referrer, rr: Any = role_ref
+            ) -> None:
+                r.update(holder, key, rr)
+
+            fieldspecs.visit(resource.data, spec.parts(), False, update)

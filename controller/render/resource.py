@@ -1,0 +1,182 @@
+"""Resources as the renderer carries them: plain JSON-like data plus what kustomize tracks.
+
+kustomize keeps, beside each object, its earlier ids (so references to an old name can be
+rewritten), the prefixes and suffixes applied to it (to pick the right referral among
+look-alikes), whether a generator asked for a name hash, and the generator's behavior. Here
+those live on the ``Resource`` object rather than in hidden annotations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Gvk", "ResId", "Resource", "copy_data", "is_cluster_scoped"]
+
+
+def copy_data(value: Any) -> Any:
+    """A deep copy of JSON-like data, several times faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: copy_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_data(v) for v in value]
+    return value
+
+
+# Kinds the Kubernetes API serves without a namespace (kustomize learns these from its
+# built-in OpenAPI document); any other kind, including every custom kind, is namespaced.
+_CLUSTER_SCOPED = frozenset(
+    {
+        "APIService",
+        "CertificateSigningRequest",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ComponentStatus",
+        "CSIDriver",
+        "CSINode",
+        "CustomResourceDefinition",
+        "FlowSchema",
+        "IngressClass",
+        "MutatingWebhookConfiguration",
+        "Namespace",
+        "Node",
+        "PersistentVolume",
+        "PodSecurityPolicy",
+        "PriorityClass",
+        "PriorityLevelConfiguration",
+        "RuntimeClass",
+        "SelfSubjectAccessReview",
+        "SelfSubjectRulesReview",
+        "StorageClass",
+        "SubjectAccessReview",
+        "TokenReview",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingWebhookConfiguration",
+        "VolumeAttachment",
+    }
+)
+
+
+def is_cluster_scoped(kind: str) -> bool:
+    return kind in _CLUSTER_SCOPED
+
+
+@dataclass(frozen=True)
+class Gvk:
+    group: str
+    version: str
+    kind: str
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Gvk:
+        api_version = data.get("apiVersion")
+        api_version = api_version if isinstance(api_version, str) else ""
+        group, _, version = api_version.rpartition("/")
+        kind = data.get("kind")
+        return cls(group, version, kind if isinstance(kind, str) else "")
+
+    def selected_by(self, group: str | None, version: str | None, kind: str | None) -> bool:
+        """Whether a selector (empty or None parts match anything) matches this gvk."""
+        return (
+            (not group or group == self.group)
+            and (not version or version == self.version)
+            and (not kind or kind == self.kind)
+        )
+
+    def __str__(self) -> str:
+        api = f"{self.group}/{self.version}" if self.group else self.version
+        return f"{api}.{self.kind}" if api else self.kind
+
+
+@dataclass(frozen=True)
+class ResId:
+    gvk: Gvk
+    name: str
+    namespace: str
+
+    @property
+    def effective_namespace(self) -> str:
+        """kustomize's view: no namespace means 'default' for namespaced kinds."""
+        if is_cluster_scoped(self.gvk.kind):
+            return ""
+        return self.namespace or "default"
+
+    def same_as(self, other: ResId) -> bool:
+        return (
+            self.gvk == other.gvk
+            and self.name == other.name
+            and self.effective_namespace == other.effective_namespace
+        )
+
+    def __str__(self) -> str:
+        where = f" in namespace {self.namespace}" if self.namespace else ""
+        return f"{self.gvk} {self.name}{where}"
+
+
+@dataclass
+class Resource:
+    data: dict[str, Any]
+    source: str  # the file it came from, or the kustomization that generated it
+    previous: list[ResId] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+    suffixes: list[str] = field(default_factory=list)
+    needs_hash: bool = False
+    behavior: str = ""  # generated resources: create, merge or replace
+    _gvk_cache: tuple[tuple[Any, Any], Gvk] | None = field(default=None, repr=False, compare=False)
+
+    def copy(self) -> Resource:
+        return Resource(
+            copy_data(self.data),
+            self.source,
+            list(self.previous),
+            list(self.prefixes),
+            list(self.suffixes),
+            self.needs_hash,
+            self.behavior,
+        )
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        meta = self.data.get("metadata")
+        if not isinstance(meta, dict):
+            meta = self.data["metadata"] = {}
+        return meta
+
+    @property
+    def gvk(self) -> Gvk:
+        data = self.data
+        key = (data.get("apiVersion"), data.get("kind"))
+        cached = self._gvk_cache
+        if cached is None or cached[0] != key:
+            cached = self._gvk_cache = (key, Gvk.of(data))
+        return cached[1]
+
+    @property
+    def kind(self) -> str:
+        return self.gvk.kind
+
+    @property
+    def name(self) -> str:
+        name = self.metadata.get("name")
+        return name if isinstance(name, str) else ""
+
+    @property
+    def namespace(self) -> str:
+        namespace = self.metadata.get("namespace")
+        return namespace if isinstance(namespace, str) else ""
+
+    @property
+    def id(self) -> ResId:
+        return ResId(self.gvk, self.name, self.namespace)
+
+    def original_id(self) -> ResId:
+        return self.previous[0] if self.previous else self.id
+
+    def remember_id(self) -> None:
+        """Record the current id before a transformer changes the name or namespace."""
+        current = self.id
+        self.previous.append(ResId(current.gvk, current.name, current.effective_namespace))
+
+    def set_name(self, name: str) -> None:
+        self.metadata["name"] = name

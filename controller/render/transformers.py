@@ -1,0 +1,257 @@
+"""kustomize's built-in transformers for names, namespaces, labels, annotations, images and
+replica counts, applied to a kustomization's accumulated resources in kustomize's order.
+
+Pure functions over lists of ``Resource``; errors name the kustomization file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from rciots.controller.render import fieldspecs
+from rciots.controller.render.api import RenderError
+from rciots.controller.render.fieldspecs import FieldSpec
+from rciots.controller.render.resource import Gvk, Resource, is_cluster_scoped
+
+__all__ = [
+    "set_annotations",
+    "set_images",
+    "set_labels",
+    "set_name_prefix_suffix",
+    "set_namespace",
+    "set_replicas",
+]
+
+_SKIP_PREFIX: tuple[tuple[str, str], ...] = (
+    ("", "CustomResourceDefinition"),
+    ("apiregistration.k8s.io", "APIService"),
+    ("", "Namespace"),
+)
+
+
+def _apply(resource: Resource, spec: FieldSpec, setter: fieldspecs.Setter) -> None:
+    fieldspecs.visit(resource.data, spec.parts(), spec.create, setter)
+
+
+def set_name_prefix_suffix(resources: Iterable[Resource], prefix: str, suffix: str) -> None:
+    for resource in resources:
+        original = resource.original_id().gvk
+        if any(original.selected_by(g, "", k) for g, k in _SKIP_PREFIX):
+            continue
+        for affix, is_prefix in ((prefix, True), (suffix, False)):
+            if not affix:
+                continue
+            (resource.prefixes if is_prefix else resource.suffixes).append(affix)
+            resource.remember_id()
+            name = resource.name
+            resource.set_name(affix + name if is_prefix else name + affix)
+
+
+def set_namespace(resources: list[Resource], namespace: str, source: str) -> None:
+    for resource in resources:
+        resource.remember_id()
+        gvk = resource.gvk
+
+        def put(mapping: dict[str, Any], key: str) -> None:
+            mapping[key] = namespace
+
+        if not is_cluster_scoped(gvk.kind):
+            resource.metadata["namespace"] = namespace
+        for spec in fieldspecs.NAMESPACE:
+            if spec.path == "metadata/name" and resource.data.get("apiVersion") != "v1":
+                continue
+            if spec.applies_to(gvk):
+                _apply(resource, spec, put)
+        if gvk.kind in ("RoleBinding", "ClusterRoleBinding"):
+            for subject in resource.data.get("subjects") or []:
+                if isinstance(subject, dict) and subject.get("name") == "default":
+                    subject["namespace"] = namespace
+    seen: set[tuple[Gvk, str, str]] = set()
+    for resource in resources:
+        key = (resource.gvk, resource.name, resource.id.effective_namespace)
+        if key in seen:
+            raise RenderError(source, f"namespace {namespace!r} makes two objects {resource.id}")
+        seen.add(key)
+
+
+def _set_entries(
+    resources: Iterable[Resource],
+    entries: dict[str, str],
+    specs: Iterable[FieldSpec],
+    source: str,
+) -> None:
+    if not entries:
+        return
+    specs = list(specs)
+    for resource in resources:
+        gvk = resource.gvk
+
+        def put(mapping: dict[str, Any], key: str, where: Resource = resource) -> None:
+            target = mapping.get(key)
+            if target is None:
+                target = mapping[key] = {}
+            if not isinstance(target, dict):
+                raise RenderError(source, f"{key} of {where.id} is not a mapping")
+            target.update(entries)
+
+        for spec in specs:
+            if spec.applies_to(gvk):
+                _apply(resource, spec, put)
+
+
+def set_labels(
+    resources: list[Resource], labels: list[Any], common: dict[str, str], source: str
+) -> None:
+    """The kustomization's `labels` entries, then its commonLabels."""
+    for entry in labels:
+        if not isinstance(entry, dict):
+            raise RenderError(source, "each labels entry must be a mapping with pairs")
+        pairs = entry.get("pairs") or {}
+        clash = sorted(set(pairs) & set(common))
+        if clash:
+            raise RenderError(
+                source, f"label name '{clash[0]}' exists in both commonLabels and labels"
+            )
+        specs: list[FieldSpec] = [_field_spec(fs, source) for fs in entry.get("fields") or []]
+        if entry.get("includeSelectors"):
+            specs += fieldspecs.COMMON_LABELS
+        else:
+            if entry.get("includeTemplates"):
+                specs += fieldspecs.TEMPLATE_LABELS
+            specs.append(FieldSpec("metadata/labels", create=True))
+        _set_entries(resources, _string_map(pairs, "labels.pairs", source), _unique(specs), source)
+    _set_entries(resources, common, fieldspecs.COMMON_LABELS, source)
+
+
+def set_annotations(resources: list[Resource], annotations: dict[str, str], source: str) -> None:
+    _set_entries(resources, annotations, fieldspecs.ANNOTATIONS, source)
+
+
+def _unique(specs: list[FieldSpec]) -> list[FieldSpec]:
+    seen: set[FieldSpec] = set()
+    result = []
+    for spec in specs:
+        if spec not in seen:
+            seen.add(spec)
+            result.append(spec)
+    return result
+
+
+def _string_map(values: Any, what: str, source: str) -> dict[str, str]:
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise RenderError(source, f"{what} must map names to strings; quote the values")
+    return values
+
+
+def _field_spec(raw: Any, source: str) -> FieldSpec:
+    if not isinstance(raw, dict) or not isinstance(raw.get("path"), str):
+        raise RenderError(source, "a field spec needs a path")
+    return FieldSpec(
+        raw["path"],
+        raw.get("kind") or "",
+        raw.get("group") or "",
+        raw.get("version") or "",
+        bool(raw.get("create")),
+    )
+
+
+# -- images -------------------------------------------------------------------------------
+
+
+def _split_image(image: str) -> tuple[str, str, str]:
+    """(name, tag, digest), the way kustomize splits an image reference."""
+    slash = image.find("/")
+    offset = slash if slash > 0 else 0
+    search = image[offset:]
+    at, colon = search.find("@"), search.find(":")
+    if colon < 0 and at < 0:
+        return image, "", ""
+    if at >= 0 and (at < colon or colon < 0):
+        return image[: offset + at], "", image[offset + at + 1 :]
+    if at >= 0 and colon >= 0:
+        return (
+            image[: offset + colon],
+            image[offset + colon + 1 : offset + at],
+            image[offset + at + 1 :],
+        )
+    return image[: offset + colon], image[offset + colon + 1 :], ""
+
+
+def _image_matches(image: str, name: str) -> bool:
+    # kustomize puts the configured name into a regular expression unescaped
+    try:
+        pattern = re.compile("^" + name + r"(:[a-zA-Z0-9_.{}-]*)?(@sha256:[a-zA-Z0-9_.{}-]*)?$")
+    except re.error:
+        return False
+    return pattern.match(image) is not None
+
+
+def _new_image(image: str, rule: dict[str, Any]) -> str:
+    name, tag, digest = _split_image(image)
+    new_tag = str(rule.get("newTag") or "")
+    new_digest = str(rule.get("digest") or "")
+    name = str(rule.get("newName") or "") or name
+    if new_tag and new_digest:
+        tag, digest = new_tag, new_digest
+    elif new_tag:
+        tag, digest = new_tag, ""
+    elif new_digest:
+        tag, digest = "", new_digest
+    elif rule.get("tagSuffix"):
+        tag, digest = tag + str(rule["tagSuffix"]), ""
+    return name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+
+
+def _containers_anywhere(obj: Any) -> Iterable[dict[str, Any]]:
+    """Every element of a `containers` or `initContainers` list, at any depth."""
+    stack = [obj]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, list):
+            stack.extend(current)
+        elif isinstance(current, dict):
+            for key, value in current.items():
+                if key in ("containers", "initContainers") and isinstance(value, list):
+                    yield from (c for c in value if isinstance(c, dict))
+                stack.append(value)
+
+
+def set_images(resources: list[Resource], images: list[Any], source: str) -> None:
+    for rule in images:
+        if not isinstance(rule, dict) or not isinstance(rule.get("name"), str):
+            raise RenderError(source, "each images entry needs a name")
+        for resource in resources:
+            if resource.kind == "CustomResourceDefinition":
+                continue
+            for container in _containers_anywhere(resource.data):
+                image = container.get("image")
+                if isinstance(image, str) and _image_matches(image, rule["name"]):
+                    container["image"] = _new_image(image, rule)
+
+
+def set_replicas(resources: list[Resource], replicas: list[Any], source: str) -> None:
+    for rule in replicas:
+        if not isinstance(rule, dict) or not isinstance(rule.get("name"), str):
+            raise RenderError(source, "each replicas entry needs a name and a count")
+        count = rule.get("count")
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise RenderError(source, f"replicas count for {rule['name']} must be a number")
+        found = False
+        for spec in fieldspecs.REPLICAS:
+            for resource in resources:
+                ids = (resource.id, *resource.previous)
+                if any(i.name == rule["name"] and spec.applies_to(i.gvk) for i in ids):
+                    found = True
+
+                    def put(mapping: dict[str, Any], key: str, value: int = count) -> None:
+                        mapping[key] = value
+
+                    _apply(resource, spec, put)
+        if not found:
+            raise RenderError(
+                source,
+                f"replicas: no Deployment, ReplicationController, ReplicaSet or StatefulSet "
+                f"is named {rule['name']}",
+            )
