@@ -24,7 +24,7 @@ is what the fleet model loader uses to put a line and column on every schema err
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -78,7 +78,7 @@ class YamlError(ValueError):
         self.column = column
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     """One YAML node. ``tag`` is resolved: str, int, float, bool, null, map or seq.
 
@@ -124,6 +124,11 @@ def _explicit_tag(tag: str, kind: Kind, line: int, column: int) -> str:
             column,
         )
     return short
+
+
+# shared by every scalar node: nothing is ever appended to a scalar's children
+_NO_ITEMS: list[Node] = []
+_NO_PAIRS: list[tuple[Node, Node]] = []
 
 
 def _position(event: ev.Event) -> Position:
@@ -221,7 +226,7 @@ class _Builder:
             tag = _explicit_tag(event.tag, "scalar", line, column)
         else:
             tag = _resolve_plain(event.value) if style is None else "str"
-        node = Node(kind="scalar", tag=tag, line=line, column=column, text=event.value, style=style)
+        node = Node("scalar", tag, line, column, event.value, style, _NO_ITEMS, _NO_PAIRS)
         if event.anchor:
             self.anchors[event.anchor] = node
         self.add(node)
@@ -238,27 +243,33 @@ class _Builder:
         self.add(node)
 
 
-def _events(data: bytes) -> Iterator[ev.Event]:
+def _text_of(data: bytes) -> str:
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise YamlError(f"not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
-    try:
-        if _CParser is not None:
-            parser = _CParser(io.StringIO(text))
-            while (event := parser.get_event()) is not None:
-                yield event
-                if isinstance(event, ev.StreamEndEvent):
-                    return
-        else:
-            yield from YAML(typ="safe", pure=True).parse(io.StringIO(text))
-    except MarkedYAMLError as exc:
+
+
+def _yaml_error(exc: YAMLError) -> YamlError:
+    if isinstance(exc, MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
-        raise YamlError(f"invalid YAML: {problem}", line, column) from None
-    except YAMLError as exc:
-        raise YamlError(f"invalid YAML: {exc}") from None
+        return YamlError(f"invalid YAML: {problem}", line, column)
+    return YamlError(f"invalid YAML: {exc}")
+
+
+def _next_event_function(text: str) -> Callable[[], ev.Event]:
+    if _CParser is not None:
+        get_event: Callable[[], ev.Event] = _CParser(io.StringIO(text)).get_event
+        return get_event
+    events = YAML(typ="safe", pure=True).parse(io.StringIO(text))
+    return lambda: next(events)
+
+
+def _is_empty_document(root: Node) -> bool:
+    # a document with no content at all (a trailing '---') holds nothing
+    return root.kind == "scalar" and root.text == "" and root.style is None and root.tag == "null"
 
 
 def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> list[Node]:
@@ -269,38 +280,38 @@ def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> list[Node]:
         )
     documents: list[Node] = []
     builder: _Builder | None = None
-    for event in _events(data):
-        if isinstance(event, ev.DocumentStartEvent):
-            if len(documents) >= limits.max_documents:
-                raise YamlError(
-                    f"more than {limits.max_documents} documents; split the file",
-                    *_position(event),
-                )
-            builder = _Builder(limits)
-        elif builder is None:
-            continue  # stream start and end
-        elif isinstance(event, ev.DocumentEndEvent):
-            root = builder.root
-            # a document with no content at all (a trailing '---') holds nothing
-            if root is not None and not (
-                root.kind == "scalar"
-                and root.text == ""
-                and root.style is None
-                and root.tag == "null"
-            ):
-                documents.append(root)
-            builder = None
-        elif isinstance(event, ev.MappingStartEvent):
-            builder.start("mapping", event)
-        elif isinstance(event, ev.SequenceStartEvent):
-            builder.start("sequence", event)
-        elif isinstance(event, ev.CollectionEndEvent):
-            builder.end()
-        elif isinstance(event, ev.ScalarEvent):
-            builder.scalar(event)
-        elif isinstance(event, ev.AliasEvent):
-            builder.alias(event)
-    return documents
+    next_event = _next_event_function(_text_of(data))
+    try:
+        while True:
+            event = next_event()
+            kind = type(event)
+            if kind is ev.ScalarEvent and builder is not None:
+                builder.scalar(event)  # type: ignore[arg-type]
+            elif kind is ev.MappingStartEvent and builder is not None:
+                builder.start("mapping", event)  # type: ignore[arg-type]
+            elif kind is ev.SequenceStartEvent and builder is not None:
+                builder.start("sequence", event)  # type: ignore[arg-type]
+            elif (kind is ev.MappingEndEvent or kind is ev.SequenceEndEvent) and builder:
+                builder.end()
+            elif kind is ev.AliasEvent and builder is not None:
+                builder.alias(event)  # type: ignore[arg-type]
+            elif kind is ev.DocumentStartEvent:
+                if len(documents) >= limits.max_documents:
+                    raise YamlError(
+                        f"more than {limits.max_documents} documents; split the file",
+                        *_position(event),
+                    )
+                builder = _Builder(limits)
+            elif kind is ev.DocumentEndEvent and builder is not None:
+                if builder.root is not None and not _is_empty_document(builder.root):
+                    documents.append(builder.root)
+                builder = None
+            elif kind is ev.StreamEndEvent:
+                return documents
+    except YAMLError as exc:
+        raise _yaml_error(exc) from None
+    except StopIteration:
+        return documents
 
 
 def _scalar_value(node: Node) -> object:

@@ -8,12 +8,13 @@ follows kustomize: same namespace as the referrer, then the same prefixes and su
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from rciots.controller.render import fieldspecs
 from rciots.controller.render.api import RenderError
-from rciots.controller.render.resource import ResId, Resource, is_cluster_scoped
+from rciots.controller.render.resource import Gvk, ResId, Resource, is_cluster_scoped
 
 __all__ = ["fix_references"]
 
@@ -197,24 +198,63 @@ for _target, _specs in fieldspecs.NAME_REFERENCES.items():
         _BY_REFERRER.setdefault(_spec.kind, []).append((_target, _spec))
 
 
+_Leaf = tuple[tuple[str, str], fieldspecs.FieldSpec]
+
+
+@functools.cache
+def _trie_for(gvk: Gvk) -> dict[str | None, Any]:
+    """All reference paths of a referrer kind merged into one tree, walked once per object;
+    ``None`` keys hold the specs that end at a node."""
+    trie: dict[str | None, Any] = {}
+    for target, spec in _BY_REFERRER.get(gvk.kind, []) + _BY_REFERRER.get("", []):
+        if spec.applies_to(gvk):
+            node = trie
+            for part in spec.parts():
+                node = node.setdefault(part, {})
+            node.setdefault(None, []).append((target, spec))
+    return trie
+
+
+def _walk(
+    obj: Any, trie: dict[str | None, Any], found: Callable[[dict[str, Any], str, list[_Leaf]], None]
+) -> None:
+    if isinstance(obj, list):
+        for item in obj:
+            _walk(item, trie, found)
+        return
+    if not isinstance(obj, dict):
+        return
+    for part, child in trie.items():
+        if part is None:
+            continue
+        key = part[:-2] if part.endswith("[]") else part
+        value = obj.get(key)
+        if value is None:
+            continue
+        leaves = child.get(None)
+        if leaves:
+            found(obj, key, leaves)
+        if len(child) > (1 if leaves else 0):
+            _walk(value, child, found)
+
+
 def fix_references(resources: list[Resource]) -> None:
     if not any(r.previous for r in resources):
         return  # no name or namespace changed: nothing to point anywhere new
     scope = _Scope(resources)
     for resource in resources:
-        original = resource.original_id().gvk
+        trie = _trie_for(resource.original_id().gvk)
+        if not trie:
+            continue
         visible: list[Resource] | None = None
-        for target, spec in _BY_REFERRER.get(original.kind, []) + _BY_REFERRER.get("", []):
-            if not spec.applies_to(original):
-                continue
+
+        def found(
+            holder: dict[str, Any], key: str, leaves: list[_Leaf], resource: Resource = resource
+        ) -> None:
+            nonlocal visible
             if visible is None:
                 visible = scope.visible_to(resource)
-            referrer = _Referrer(resource, target, visible)
-            role_ref = _role_ref(resource, spec)
+            for target, spec in leaves:
+                _Referrer(resource, target, visible).update(holder, key, _role_ref(resource, spec))
 
-            def update(
-                holder: dict[str, Any], key: str, r: _Referrer = referrer, rr: Any = role_ref
-            ) -> None:
-                r.update(holder, key, rr)
-
-            fieldspecs.visit(resource.data, spec.parts(), False, update)
+        _walk(resource.data, trie, found)

@@ -136,6 +136,18 @@ class Resource:
             self.behavior,
         )
 
+    def copy_without_data(self) -> Resource:
+        """The tracking fields only (the caller supplies data)."""
+        return Resource(
+            {},
+            self.source,
+            list(self.previous),
+            list(self.prefixes),
+            list(self.suffixes),
+            self.needs_hash,
+            self.behavior,
+        )
+
     @property
     def metadata(self) -> dict[str, Any]:
         meta = self.data.get("metadata")

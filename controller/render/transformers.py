@@ -239,10 +239,12 @@ def set_replicas(resources: list[Resource], replicas: list[Any], source: str) ->
         if not isinstance(count, int) or isinstance(count, bool):
             raise RenderError(source, f"replicas count for {rule['name']} must be a number")
         found = False
-        for spec in fieldspecs.REPLICAS:
-            for resource in resources:
-                ids = (resource.id, *resource.previous)
-                if any(i.name == rule["name"] and spec.applies_to(i.gvk) for i in ids):
+        for resource in resources:
+            ids = [i for i in (resource.id, *resource.previous) if i.name == rule["name"]]
+            if not ids:
+                continue
+            for spec in fieldspecs.REPLICAS:
+                if any(spec.applies_to(i.gvk) for i in ids):
                     found = True
 
                     def put(mapping: dict[str, Any], key: str, value: int = count) -> None:
