@@ -27,19 +27,25 @@ class DiskSource:
     def __init__(self, top: Path) -> None:
         self.top = top
         self.files: dict[str, bytes | None] = {}
+        self.stats: dict[str, os.stat_result | None] = {}
 
     def _lstat(self, path: str) -> os.stat_result | None:
-        current = self.top
-        info = None
-        for part in path.split("/") if path else []:
-            current = current / part
-            try:
-                info = current.lstat()
-            except (FileNotFoundError, NotADirectoryError):
+        if path in self.stats:
+            return self.stats[path]
+        parent = path.rpartition("/")[0]
+        if path and parent != path:
+            above = self._lstat(parent)  # each folder on the way is checked once
+            if above is None or not stat.S_ISDIR(above.st_mode):
+                self.stats[path] = None
                 return None
-            if stat.S_ISLNK(info.st_mode):
-                raise RenderError(path, "symbolic links are never followed")
-        return info if path else self.top.lstat()
+        try:
+            info: os.stat_result | None = (self.top / path).lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            info = None
+        if info is not None and stat.S_ISLNK(info.st_mode):
+            raise RenderError(path, "symbolic links are never followed")
+        self.stats[path] = info
+        return info
 
     def get(self, path: str) -> bytes | None:
         if path not in self.files:

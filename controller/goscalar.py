@@ -5,12 +5,13 @@ v3 does, which is what kustomize reads resources with) -> render -> ``render.emi
 string quoted exactly when go-yaml v2, which kustomize prints with, would read it back as
 something other than a string). Pure.
 
-The two go-yaml versions share everything but their table of words: v3 knows only
-``true``/``false`` (three spellings each), v2 also the YAML 1.1 words ``yes``, ``no``, ``on``,
-``off``, ``y`` and ``n``. Both then try, in this order, a timestamp, Go's ``strconv.ParseInt``
-with base 0 (so ``012`` is octal, ``0b101``/``0o17``/``0x1F`` have their prefixes, one sign is
-allowed, underscores anywhere are dropped first), ``ParseUint`` (up to 2**64-1, no sign), and a
-decimal float; a float that overflows is not a float at all but a string (``1e400``).
+The two go-yaml versions share nearly everything. Words: v3 knows only ``true``/``false``
+(three spellings each), v2 also the YAML 1.1 words ``yes``, ``no``, ``on``, ``off``, ``y`` and
+``n``. Then both try, in this order, a timestamp, Go's ``strconv.ParseInt`` with base 0 (so
+``012`` is octal, ``0b101``/``0o17``/``0x1F`` have their prefixes, one sign is allowed,
+underscores anywhere are dropped first), ``ParseUint`` (up to 2**64-1, no sign), a decimal float
+(one that overflows is not a float at all but a string: ``1e400``), and last ``ParseInt`` of
+what follows a ``0b`` prefix (v3: also ``0o``), which takes a sign there: ``0b-101`` is -5.
 
 A timestamp is resolved only from the four layouts go-yaml accepts, with Go's ``time.Parse``
 leniencies (one- or two-digit month, day, hour, minute and second; a fraction after ``.`` or
@@ -24,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-__all__ = ["Tag", "is_string_v2", "resolve"]
+__all__ = ["Tag", "is_string_v2", "resolve", "resolve_v2"]
 
 Tag = Literal["null", "bool", "int", "float", "timestamp", "str"]
 
@@ -85,7 +86,15 @@ def resolve(text: str, *, timestamps: bool = True) -> tuple[Tag, object]:
     """
     if text and text[0] not in _TYPED_START:
         return "str", text
-    return _resolve(text, _V3_WORDS, timestamps)
+    return _resolve(text, _V3_WORDS, timestamps, _V3_PREFIXES)
+
+
+def resolve_v2(text: str) -> tuple[Tag, object]:
+    """The tag and value go-yaml v2 (YAML 1.1 words: ``yes``, ``on``, ``y``...) gives ``text``;
+    kustomize reads kustomization files this way."""
+    if text and text[0] not in _TYPED_START:
+        return "str", text
+    return _resolve(text, _V2_WORDS, False, _V2_PREFIXES)
 
 
 def is_string_v2(text: str) -> bool:
@@ -96,13 +105,16 @@ def is_string_v2(text: str) -> bool:
     """
     if text and text[0] not in _TYPED_START:
         return True
-    if _resolve(text, _V2_WORDS, True)[0] != "str":
+    if _resolve(text, _V2_WORDS, True, _V2_PREFIXES)[0] != "str":
         return False
     return not (":" in text and _BASE60_FLOAT.fullmatch(text))
 
 
 def _resolve(
-    text: str, words: dict[str, tuple[Tag, object]], timestamps: bool
+    text: str,
+    words: dict[str, tuple[Tag, object]],
+    timestamps: bool,
+    prefixes: tuple[tuple[str, int], ...],
 ) -> tuple[Tag, object]:
     word = words.get(text)
     if word is not None:
@@ -128,6 +140,9 @@ def _resolve(
         value = float(plain)
         if abs(value) != float("inf"):  # Go: ErrRange, so not a float
             return "float", value
+    number = _prefixed_int(plain, prefixes)
+    if number is not None:
+        return "int", number
     return "str", text
 
 
@@ -148,13 +163,38 @@ def _go_int(plain: str) -> int | None:
         return None  # past 2**64 anyway, and int() refuses very long decimal texts
     else:
         number = int(decimal)
-    if sign == "-":
-        number = -number
+    return _fits(-number if sign == "-" else number, signed=bool(sign))
+
+
+def _fits(number: int, signed: bool) -> int | None:
+    """``number`` if ParseInt, or (without a sign) ParseUint, takes it in 64 bits."""
     if _INT64_MIN <= number <= _INT64_MAX:
         return number
-    if not sign and number <= _UINT64_MAX:  # ParseUint takes no sign
+    if not signed and 0 <= number <= _UINT64_MAX:
         return number
     return None
+
+
+def _prefixed_int(plain: str, prefixes: tuple[tuple[str, int], ...]) -> int | None:
+    """go-yaml's last try: ``strconv.ParseInt(text[2:], base)`` after a ``0b`` (v3 also
+    ``0o``) prefix, which takes a sign after the prefix (``0b-101`` is -5), or the same after
+    ``-0b`` with the minus moved in front of the digits."""
+    negative = plain[:1] == "-"
+    for prefix, base in prefixes:
+        if plain.startswith(prefix, 1 if negative else 0):
+            match = _PREFIXED_DIGITS[base].fullmatch(plain, 3 if negative else 2)
+            if match is None or (negative and match[1]):
+                return None
+            number = int(match[2], base)
+            if negative or match[1] == "-":
+                return _fits(-number, signed=True)
+            return _fits(number, signed=bool(match[1]))
+    return None
+
+
+_V2_PREFIXES = (("0b", 2),)
+_V3_PREFIXES = (("0b", 2), ("0o", 8))
+_PREFIXED_DIGITS = {2: re.compile("([-+]?)([01]+)"), 8: re.compile("([-+]?)([0-7]+)")}
 
 
 def _timestamp(text: str) -> str | Literal[False] | None:

@@ -23,6 +23,7 @@ is what the fleet model loader uses to put a line and column on every schema err
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,10 @@ except ImportError:  # pragma: no cover - the pure-Python parser gives the same 
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "FLEET",
+    "KUSTOMIZATION",
+    "MANIFEST",
+    "Dialect",
     "Limits",
     "Node",
     "Position",
@@ -66,6 +71,25 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What a kind of file may use beyond plain data.
+
+    Fleet files (the default) may use neither. Kubernetes manifests may use merge keys and
+    ``!!binary``, as kustomize reads them. Kustomization files may repeat a key (the last
+    wins), as kustomize's reader of them allows.
+    """
+
+    merge_keys: bool = False
+    binary: bool = False
+    duplicate_keys: bool = False
+
+
+FLEET = Dialect()
+MANIFEST = Dialect(merge_keys=True, binary=True)
+KUSTOMIZATION = Dialect(merge_keys=True, duplicate_keys=True)
 
 
 class YamlError(ValueError):
@@ -111,11 +135,13 @@ def _resolve_plain(text: str) -> str:
     return goscalar.resolve(text)[0]
 
 
-def _explicit_tag(tag: str, kind: Kind, line: int, column: int) -> str:
+def _explicit_tag(tag: str, kind: Kind, line: int, column: int, dialect: Dialect = FLEET) -> str:
     if tag == "!" and kind == "scalar":
         return "str"  # the non-specific tag forces a string
     short = tag[len(_CORE) :] if tag.startswith(_CORE) else None
     allowed = _SCALAR_TAGS if kind == "scalar" else {"map" if kind == "mapping" else "seq"}
+    if dialect.binary and kind == "scalar":
+        allowed = allowed | {"binary"}
     if short not in allowed:
         written = f"!!{short}" if short is not None else tag
         raise YamlError(
@@ -139,8 +165,9 @@ def _position(event: ev.Event) -> Position:
 class _Builder:
     """Builds one document's node tree from events, enforcing the limits."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, dialect: Dialect = FLEET) -> None:
         self.limits = limits
+        self.dialect = dialect
         self.anchors: dict[str, Node] = {}
         self.open_anchors: set[str] = set()
         self.nodes = 0
@@ -173,14 +200,16 @@ class _Builder:
                 raise YamlError(
                     "mapping keys must be plain scalars, not collections", node.line, node.column
                 )
-            if node.text == "<<" and node.style is None:
+            if node.text == "<<" and node.style is None and not self.dialect.merge_keys:
                 raise YamlError(
                     "merge keys ('<<') are not supported: write the keys out",
                     node.line,
                     node.column,
                 )
             existing = seen_keys.get(node.text)
-            if existing is not None:
+            if existing is not None and self.dialect.duplicate_keys:
+                parent.pairs[:] = [(k, v) for k, v in parent.pairs if k.text != node.text]
+            elif existing is not None:
                 raise YamlError(
                     f"duplicate key {node.text!r} (first at line {existing.line}): "
                     "remove one of them",
@@ -203,7 +232,7 @@ class _Builder:
             )
         self.count(1, (line, column))
         default = "map" if kind == "mapping" else "seq"
-        tag = _explicit_tag(event.tag, kind, line, column) if event.tag else default
+        tag = _explicit_tag(event.tag, kind, line, column, self.dialect) if event.tag else default
         node = Node(kind=kind, tag=tag, line=line, column=column)
         if event.anchor:
             self.open_anchors.add(event.anchor)
@@ -219,17 +248,34 @@ class _Builder:
         self.add(node)
 
     def scalar(self, event: ev.ScalarEvent) -> None:
-        line, column = _position(event)
-        self.count(1, (line, column))
+        # the hot path of parsing: kept flat on purpose
+        mark = event.start_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        self.nodes += 1
+        if self.nodes > self.limits.max_nodes:
+            self.count(0, (line, column))
         style = event.style or None
         if event.tag:
-            tag = _explicit_tag(event.tag, "scalar", line, column)
+            tag = _explicit_tag(event.tag, "scalar", line, column, self.dialect)
         else:
             tag = _resolve_plain(event.value) if style is None else "str"
         node = Node("scalar", tag, line, column, event.value, style, _NO_ITEMS, _NO_PAIRS)
         if event.anchor:
             self.anchors[event.anchor] = node
-        self.add(node)
+        stack = self.stack
+        if not stack:
+            self.root = node
+            return
+        parent = stack[-1][0]
+        if parent.kind == "sequence":
+            parent.size += 1
+            parent.items.append(node)
+        elif self.pending_key[-1] is not None:
+            parent.size += 1
+            parent.pairs.append((self.pending_key[-1], node))
+            self.pending_key[-1] = None
+        else:
+            self.add(node)
 
     def alias(self, event: ev.AliasEvent) -> None:
         position = _position(event)
@@ -272,7 +318,7 @@ def _is_empty_document(root: Node) -> bool:
     return root.kind == "scalar" and root.text == "" and root.style is None and root.tag == "null"
 
 
-def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> list[Node]:
+def parse(data: bytes, limits: Limits = DEFAULT_LIMITS, dialect: Dialect = FLEET) -> list[Node]:
     """Parse every document of ``data``; raise YamlError on the first problem."""
     if len(data) > limits.max_bytes:
         raise YamlError(
@@ -301,7 +347,7 @@ def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> list[Node]:
                         f"more than {limits.max_documents} documents; split the file",
                         *_position(event),
                     )
-                builder = _Builder(limits)
+                builder = _Builder(limits, dialect)
             elif kind is ev.DocumentEndEvent and builder is not None:
                 if builder.root is not None and not _is_empty_document(builder.root):
                     documents.append(builder.root)
@@ -409,10 +455,14 @@ def to_python(root: Node) -> tuple[object, Positions]:
     return result[0], positions
 
 
-def to_data(root: Node) -> object:
+def to_data(root: Node, *, yaml11: bool = False) -> object:
     """Plain data like ``to_python``, without positions: the renderer's faster path.
 
-    Recursion depth is bounded by ``Limits.max_depth``, enforced while parsing.
+    It also applies what the manifest dialect lets through: merge keys (explicit keys win,
+    then the merged mappings in order) and ``!!binary`` (decoded to text). A key that is not
+    a string (``true:``, ``1:``) is refused, since kustomize cannot print it. Recursion depth
+    is bounded by ``Limits.max_depth``, enforced while parsing. ``yaml11`` reads plain words
+    as YAML 1.1 does (``yes`` is true), as kustomize reads kustomization files.
     """
     built: dict[int, object] = {}
 
@@ -421,6 +471,12 @@ def to_data(root: Node) -> object:
         if known is not None:
             return known
         if node.kind == "scalar":
+            if node.tag == "binary":
+                return _binary_text(node)
+            if yaml11 and node.style is None and node.tag == "str":
+                tag, value = goscalar.resolve_v2(node.text)
+                if tag != "str":
+                    return value
             return _scalar_value(node)
         if node.kind == "sequence":
             items: list[object] = []
@@ -429,8 +485,39 @@ def to_data(root: Node) -> object:
             return items
         mapping: dict[str, object] = {}
         built[id(node)] = mapping
+        merged: list[Node] = []
         for key, child in node.pairs:
+            if key.text == "<<" and key.style is None:
+                merged.extend(child.items if child.kind == "sequence" else [child])
+                continue
+            if key.style is None and (key.tag not in ("str", "null") or key.text == "null"):
+                raise YamlError(
+                    f"mapping key {key.text!r} is read as a {key.tag}, not a string: quote it",
+                    key.line,
+                    key.column,
+                )
             mapping[key.text] = convert(child)
+        for source in merged:
+            value = convert(source)
+            if not isinstance(value, dict):
+                raise YamlError(
+                    "a merge key ('<<') takes mappings only", source.line, source.column
+                )
+            for name, item in value.items():
+                mapping.setdefault(name, item)
         return mapping
 
     return convert(root)
+
+
+def _binary_text(node: Node) -> object:
+    try:
+        decoded = base64.b64decode("".join(node.text.split()), validate=True)
+    except ValueError:
+        raise YamlError(
+            f"{node.text[:20]!r} is not valid !!binary", node.line, node.column
+        ) from None
+    try:
+        return decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(decoded).decode()

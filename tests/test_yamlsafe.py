@@ -72,6 +72,8 @@ SAME = object()  # the plain text stays a string as written
         ("-0b101", -5), ("0x1F", 31), ("0X1f", 31), ("+12", 12), ("1_000", 1000), ("1__0", 10),
         ("-0", 0), ("0", 0), ("9223372036854775807", 2**63 - 1), ("-9223372036854775808", -(2**63)),
         ("18446744073709551615", 2**64 - 1), ("0xFFFFFFFFFFFFFFFF", 2**64 - 1),
+        # go-yaml's last try after a 0b or 0o prefix takes a sign after the prefix
+        ("0b-101", -5), ("0b+101", 5), ("0o-17", -15), ("-0b-1", SAME), ("0B-1", SAME),
         # past 64 bits: a float, or a string when not decimal
         ("18446744073709551616", 1.8446744073709552e19), ("+18446744073709551615", 2.0**64),
         ("-9223372036854775809", -(2.0**63)), ("-0xFFFFFFFFFFFFFFFF", "-0xFFFFFFFFFFFFFFFF"),

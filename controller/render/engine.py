@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from rciots.controller import layout, yamlsafe
+from rciots.controller.render import documents as documents_module
 from rciots.controller.render import (
     emit,
     generators,
@@ -315,7 +316,7 @@ def _append(
 def load_resources(path: str, data: bytes, limits: yamlsafe.Limits) -> list[Resource]:
     """The objects of one manifest file: documents, with `*List` kinds expanded."""
     try:
-        documents = [yamlsafe.to_data(d) for d in yamlsafe.parse(data, limits)]
+        documents = documents_module.load(data, limits)
     except yamlsafe.YamlError as exc:
         raise RenderError(path, f"line {exc.line} column {exc.column}: {exc.message}") from None
     pending: list[Any] = [d for d in documents if d is not None and d != {}]

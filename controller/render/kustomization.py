@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rciots.controller import yamlsafe
+from rciots.controller.render import documents
 from rciots.controller.render.api import RenderError
 
 __all__ = ["KINDS", "Kustomization", "parse"]
@@ -111,8 +112,7 @@ def _strings(path: str, key: str, value: Any) -> list[str]:
 
 def parse(path: str, data: bytes, limits: yamlsafe.Limits) -> Kustomization:
     try:
-        documents = yamlsafe.parse(data, limits)
-        values = [yamlsafe.to_data(d) for d in documents]
+        values = documents.load(data, limits, yamlsafe.KUSTOMIZATION)
     except yamlsafe.YamlError as exc:
         raise RenderError(path, f"line {exc.line} column {exc.column}: {exc.message}") from None
     if len(values) > 1:
@@ -122,6 +122,9 @@ def parse(path: str, data: bytes, limits: yamlsafe.Limits) -> Kustomization:
         raw = {}
     if not isinstance(raw, dict):
         raise RenderError(path, "a kustomization must be a mapping")
+    # kustomize decodes the file into a Go struct, which matches field names case-insensitively
+    canonical = {name.lower(): name for name in (*_SUPPORTED, *_UNSUPPORTED)}
+    raw = {canonical.get(key.lower(), key): value for key, value in raw.items()}
     if not set(raw) - {"apiVersion", "kind"}:
         raise RenderError(path, "the kustomization is empty: list resources, components or others")
     for key in raw:

@@ -17,6 +17,7 @@ import jsonpatch
 import jsonpointer
 
 from rciots.controller import yamlsafe
+from rciots.controller.render import documents
 from rciots.controller.render.api import RenderError
 from rciots.controller.render.resource import Resource, copy_data
 
@@ -262,7 +263,7 @@ def select(resources: list[Resource], target: dict[str, Any], source: str) -> li
 
 def _documents(text: bytes, where: str, limits: yamlsafe.Limits) -> list[Any]:
     try:
-        return [yamlsafe.to_data(d) for d in yamlsafe.parse(text, limits)]
+        return documents.load(text, limits)
     except yamlsafe.YamlError as exc:
         raise RenderError(where, f"line {exc.line} column {exc.column}: {exc.message}") from None
 

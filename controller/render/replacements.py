@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rciots.controller import yamlsafe
+from rciots.controller.render import documents
 from rciots.controller.render.api import RenderError
 from rciots.controller.render.resource import ResId, Resource
 
@@ -227,12 +228,10 @@ def apply(
             directory = source.rpartition("/")[0]
             where = f"{directory}/{entry['path']}" if directory else entry["path"]
             try:
-                documents = [
-                    yamlsafe.to_data(d) for d in yamlsafe.parse(read(entry["path"]), limits)
-                ]
+                loaded = documents.load(read(entry["path"]), limits)
             except yamlsafe.YamlError as exc:
                 raise RenderError(where, f"line {exc.line}: {exc.message}") from None
-            for document in documents:
+            for document in loaded:
                 for replacement in document if isinstance(document, list) else [document]:
                     if not isinstance(replacement, dict):
                         raise RenderError(where, "each replacement must be a mapping")

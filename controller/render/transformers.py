@@ -222,6 +222,11 @@ def set_images(resources: list[Resource], images: list[Any], source: str) -> Non
     for rule in images:
         if not isinstance(rule, dict) or not isinstance(rule.get("name"), str):
             raise RenderError(source, "each images entry needs a name")
+        for key in ("newName", "newTag", "digest", "tagSuffix"):
+            if rule.get(key) is not None and not isinstance(rule[key], str):
+                raise RenderError(
+                    source, f"images {rule['name']}: {key} must be a string; quote it"
+                )
         for resource in resources:
             if resource.kind == "CustomResourceDefinition":
                 continue
