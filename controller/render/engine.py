@@ -23,6 +23,7 @@ from rciots.controller.render import (
     nameref,
     ordering,
     patches,
+    provenance,
     replacements,
     transformers,
 )
@@ -111,6 +112,8 @@ class _Build:
         self.cache = cache
         self.inputs: set[str] = set()
         self.visiting: list[str] = []
+        self.top = ""  # the top kustomization's directory, for buildMetadata paths
+        self.tracking = False  # buildMetadata asked for: record origins and transformers
         # one set per base being built, to know what a cached base depends on
         self.reading: list[set[str]] = []
 
@@ -222,7 +225,8 @@ class _Build:
                     _append(resources, index, resource, k.path)
 
     def accumulate_base(self, directory: str, referrer: str) -> list[Resource]:
-        if self.cache is not None:
+        # origins are relative to the top, so a tracked build shares no cached base
+        if self.cache is not None and not self.tracking:
             cached = self.cache.lookup(directory, self.source)
             if cached is not None:
                 entry = self.cache.bases[directory][0]
@@ -234,13 +238,17 @@ class _Build:
             built = self.accumulate(directory, referrer)
         finally:
             reads = self.reading.pop()
-        if self.cache is not None:
+        if self.cache is not None and not self.tracking:
             self.cache.store(directory, {p: self.source.get(p) for p in reads}, built)
         return built
 
     def load_file(self, k: kustomization.Kustomization, relative: str) -> list[Resource]:
         path = self.resolve(k.directory, relative, k.path)
-        return load_resources(path, self.read(k.directory, relative, k.path), self.limits)
+        loaded = load_resources(path, self.read(k.directory, relative, k.path), self.limits)
+        if self.tracking:
+            for resource in loaded:
+                resource.origin = provenance.from_file(path, self.top)
+        return loaded
 
     def run_generators(self, k: kustomization.Kustomization, resources: list[Resource]) -> None:
         options = k.get_map("generatorOptions")
@@ -252,33 +260,54 @@ class _Build:
                 def reader(relative: str, k: kustomization.Kustomization = k) -> bytes:
                     return self.read(k.directory, relative, k.path)
 
-                generators.absorb(
-                    resources, generators.generate(kind, args, options, k.path, reader)
-                )
+                generated = generators.generate(kind, args, options, k.path, reader)
+                generators.absorb(resources, generated)
+                if self.tracking and generated.origin is None:
+                    generated.origin = provenance.builtin(k.path, self.top, f"{kind}Generator")
 
     def run_transformers(self, k: kustomization.Kustomization, resources: list[Resource]) -> None:
+        """kustomize's built-in transformers, in its order; with buildMetadata, each one
+        configured is noted on every object present after it ran."""
+
         def reader(relative: str) -> bytes:
             return self.read(k.directory, relative, k.path)
 
-        patches.apply_strategic_merge_list(
-            resources, k.get_list("patchesStrategicMerge"), k.path, reader, self.limits
-        )
-        patches.apply_patches(resources, k.get_list("patches"), k.path, reader, self.limits)
+        def ran(kind: str, times: int = 1) -> None:
+            if self.tracking:
+                for _ in range(times):
+                    provenance.note(resources, provenance.builtin(k.path, self.top, kind))
+
+        strategic = k.get_list("patchesStrategicMerge")
+        patches.apply_strategic_merge_list(resources, strategic, k.path, reader, self.limits)
+        ran("PatchStrategicMergeTransformer", 1 if strategic else 0)
+        for entry in k.get_list("patches"):
+            patches.apply_patches(resources, [entry], k.path, reader, self.limits)
+            ran("PatchTransformer")
         if k.get_str("namespace"):
             transformers.set_namespace(resources, k.get_str("namespace"), k.path)
-        transformers.set_name_prefix_suffix(
-            resources, k.get_str("namePrefix"), k.get_str("nameSuffix")
-        )
-        transformers.set_labels(
-            resources, k.get_list("labels"), k.string_map("commonLabels"), k.path
-        )
-        transformers.set_annotations(resources, k.string_map("commonAnnotations"), k.path)
-        patches.apply_json6902_list(
-            resources, k.get_list("patchesJson6902"), k.path, reader, self.limits
-        )
-        transformers.set_replicas(resources, k.get_list("replicas"), k.path)
-        transformers.set_images(resources, k.get_list("images"), k.path)
-        replacements.apply(resources, k.get_list("replacements"), k.path, reader, self.limits)
+            ran("NamespaceTransformer")
+        prefix, suffix = k.get_str("namePrefix"), k.get_str("nameSuffix")
+        transformers.set_name_prefix_suffix(resources, prefix, suffix)
+        ran("PrefixTransformer", 1 if prefix else 0)
+        ran("SuffixTransformer", 1 if suffix else 0)
+        labels, common = k.get_list("labels"), k.string_map("commonLabels")
+        transformers.set_labels(resources, labels, common, k.path)
+        ran("LabelTransformer", len(labels) + 1 if labels or common else 0)
+        annotations = k.string_map("commonAnnotations")
+        transformers.set_annotations(resources, annotations, k.path)
+        ran("AnnotationsTransformer", 1 if annotations else 0)
+        for entry in k.get_list("patchesJson6902"):
+            patches.apply_json6902_list(resources, [entry], k.path, reader, self.limits)
+            ran("PatchJson6902Transformer")
+        for entry in k.get_list("replicas"):
+            transformers.set_replicas(resources, [entry], k.path)
+            ran("ReplicaCountTransformer")
+        for entry in k.get_list("images"):
+            transformers.set_images(resources, [entry], k.path)
+            ran("ImageTagTransformer")
+        rules = k.get_list("replacements")
+        replacements.apply(resources, rules, k.path, reader, self.limits)
+        ran("ReplacementTransformer", 1 if rules else 0)
 
 
 def _clean(path: str) -> str:
@@ -360,6 +389,8 @@ def build_from(
     if not _within(directory, state.root):
         raise RenderError(entry, f"{entry} is outside the allowed root {root}")
     top = state.kustomization_in(directory, "")
+    build_metadata = top.get_list("buildMetadata")
+    state.top, state.tracking = directory, bool(build_metadata)
     resources = state.accumulate(directory, "")
     for resource in resources:
         if resource.needs_hash:
@@ -367,10 +398,7 @@ def build_from(
             resource.set_name(f"{resource.name}-{generators.name_hash(resource)}")
     nameref.fix_references(resources)
     ordered = ordering.sort(resources, top.get_map("sortOptions"), top.path)
-    for metadata_option in top.get_list("buildMetadata"):
-        if metadata_option not in ("originAnnotations", "transformerAnnotations", "managedByLabel"):
-            raise RenderError(top.path, f"unknown buildMetadata option {metadata_option!r}")
-        raise RenderError(top.path, f"buildMetadata {metadata_option} is not supported")
+    provenance.annotate(ordered, [str(o) for o in build_metadata], top.path)
     data = []
     for resource in ordered:
         metadata = resource.data.get("metadata")

@@ -174,6 +174,8 @@ def absorb(resources: list[Resource], generated: Resource) -> None:
                 generated.data[key] = merged
     # the name hash stays only when both the old and the new object asked for it
     generated.needs_hash = generated.needs_hash and old.needs_hash
+    if old.origin is not None:
+        generated.origin = old.origin
     generated.previous = list(old.previous)
     generated.prefixes = list(old.prefixes)
     generated.suffixes = list(old.suffixes)

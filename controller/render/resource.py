@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Gvk", "ResId", "Resource", "copy_data", "is_cluster_scoped"]
+__all__ = ["Gvk", "Origin", "ResId", "Resource", "copy_data", "is_cluster_scoped"]
+
+# buildMetadata: (field, value) pairs of where an object came from or what touched it
+Origin = tuple[tuple[str, str], ...]
 
 
 def copy_data(value: Any) -> Any:
@@ -123,6 +126,8 @@ class Resource:
     suffixes: list[str] = field(default_factory=list)
     needs_hash: bool = False
     behavior: str = ""  # generated resources: create, merge or replace
+    origin: Origin | None = None
+    transformations: list[Origin] = field(default_factory=list)
     _gvk_cache: tuple[tuple[Any, Any], Gvk] | None = field(default=None, repr=False, compare=False)
 
     def copy(self) -> Resource:
@@ -134,6 +139,8 @@ class Resource:
             list(self.suffixes),
             self.needs_hash,
             self.behavior,
+            self.origin,
+            list(self.transformations),
         )
 
     def copy_without_data(self) -> Resource:
@@ -146,6 +153,8 @@ class Resource:
             list(self.suffixes),
             self.needs_hash,
             self.behavior,
+            self.origin,
+            list(self.transformations),
         )
 
     @property
