@@ -305,8 +305,8 @@ def _yaml_error(exc: YAMLError) -> YamlError:
     return YamlError(f"invalid YAML: {exc}")
 
 
-def _next_event_function(text: str) -> Callable[[], ev.Event]:
-    if _CParser is not None:
+def _next_event_function(text: str, fast: bool) -> Callable[[], ev.Event]:
+    if fast and _CParser is not None:
         get_event: Callable[[], ev.Event] = _CParser(io.StringIO(text)).get_event
         return get_event
     events = YAML(typ="safe", pure=True).parse(io.StringIO(text))
@@ -324,9 +324,28 @@ def parse(data: bytes, limits: Limits = DEFAULT_LIMITS, dialect: Dialect = FLEET
         raise YamlError(
             f"file is {len(data)} bytes, over the limit of {limits.max_bytes}; split it up"
         )
+    text = _text_of(data)
+    try:
+        return _build_documents(_next_event_function(text, True), limits, dialect)
+    except _ParserRefused as refused:
+        # only for this one difference: the pure parser is slow on large hostile input
+        if _CParser is None or "found unexpected ':'" not in refused.message:
+            raise
+    # libyaml follows YAML 1.1 in places where YAML 1.2 (and go-yaml, hence kustomize) is
+    # more lenient, e.g. a ':' inside a plain scalar in a flow collection ([a:b]); the
+    # pure-Python parser reads those, and reports what neither can read.
+    return _build_documents(_next_event_function(text, False), limits, dialect)
+
+
+class _ParserRefused(YamlError):
+    """The parser itself (not a limit or rule of ours) refused the input."""
+
+
+def _build_documents(
+    next_event: Callable[[], ev.Event], limits: Limits, dialect: Dialect
+) -> list[Node]:
     documents: list[Node] = []
     builder: _Builder | None = None
-    next_event = _next_event_function(_text_of(data))
     try:
         while True:
             event = next_event()
@@ -355,7 +374,8 @@ def parse(data: bytes, limits: Limits = DEFAULT_LIMITS, dialect: Dialect = FLEET
             elif kind is ev.StreamEndEvent:
                 return documents
     except YAMLError as exc:
-        raise _yaml_error(exc) from None
+        error = _yaml_error(exc)
+        raise _ParserRefused(error.message, error.line, error.column) from None
     except StopIteration:
         return documents
 
@@ -431,7 +451,8 @@ def to_python(root: Node) -> tuple[object, Positions]:
         if id(node) in built:
             value = built[id(node)]
         elif node.kind == "scalar":
-            value = _scalar_value(node)
+            # fleet files keep dates and times as written: their fields say what they accept
+            value = node.text if node.tag == "timestamp" else _scalar_value(node)
         elif node.kind == "sequence":
             items: list[object] = [None] * len(node.items)
             built[id(node)] = value = items

@@ -13,8 +13,7 @@ from rciots.controller import yamlsafe
 
 def load_one(text: str) -> object:
     (document,) = yamlsafe.parse(text.encode())
-    value, _ = yamlsafe.to_python(document)
-    return value
+    return yamlsafe.to_data(document)
 
 
 def refusal(data: bytes, limits: yamlsafe.Limits = yamlsafe.DEFAULT_LIMITS) -> yamlsafe.YamlError:
@@ -24,7 +23,7 @@ def refusal(data: bytes, limits: yamlsafe.Limits = yamlsafe.DEFAULT_LIMITS) -> y
 
 
 def read_all(data: bytes, limits: yamlsafe.Limits) -> list[object]:
-    return [yamlsafe.to_python(document)[0] for document in yamlsafe.parse(data, limits)]
+    return [yamlsafe.to_data(document) for document in yamlsafe.parse(data, limits)]
 
 
 def billion_laughs(levels: int = 9) -> bytes:
@@ -122,7 +121,11 @@ def test_keys_keep_their_text_and_get_go_yamls_tag() -> None:
         ("yes", "str"),
         ("2001-12-14", "timestamp"),
     ]
-    assert load_one("012: a\n") == {"012": "a"}
+    # fleet files keep a key's text; manifests refuse keys kustomize cannot print
+    (document,) = yamlsafe.parse(b"012: a\n")
+    assert yamlsafe.to_python(document)[0] == {"012": "a"}
+    with pytest.raises(yamlsafe.YamlError, match="read as a int, not a string"):
+        yamlsafe.to_data(document)
 
 
 def test_nan_is_read_as_nan() -> None:
@@ -258,3 +261,23 @@ def test_syntax_error_has_position() -> None:
 def test_not_utf8() -> None:
     error = refusal(b"a: \xff\n")
     assert error.message == "not UTF-8 text (byte 3); save the file as UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("args: [--listen=0.0.0.0:80]\n", {"args": ["--listen=0.0.0.0:80"]}),
+        ("image: {name: nginx:1.25}\n", {"image": {"name": "nginx:1.25"}}),
+        ("urls: [http://example.com/x]\n", {"urls": ["http://example.com/x"]}),
+    ],
+)
+def test_colons_inside_flow_plain_scalars_are_read_as_yaml_1_2_does(
+    text: str, value: object
+) -> None:
+    assert load_one(text) == value
+
+
+def test_fleet_files_keep_dates_and_times_as_written() -> None:
+    (document,) = yamlsafe.parse(b"day: 2030-01-31\nat: 2030-01-31 10:00:00\n")
+    value, _ = yamlsafe.to_python(document)
+    assert value == {"day": "2030-01-31", "at": "2030-01-31 10:00:00"}
