@@ -21,7 +21,7 @@ CASE_NAMES = sorted(path.name for path in CASES.iterdir() if (path / "input.yaml
 
 
 def read_resources(data: bytes) -> list[Any]:
-    return [yamlsafe.to_python(document)[0] for document in yamlsafe.parse(data)]
+    return [yamlsafe.to_data(d) for d in yamlsafe.parse(data, dialect=yamlsafe.MANIFEST)]
 
 
 def dump(*resources: Any) -> str:
