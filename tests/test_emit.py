@@ -18,6 +18,7 @@ from rciots.controller.render import emit
 
 CASES = Path(__file__).parent / "emit_cases" / "cases"
 CASE_NAMES = sorted(path.name for path in CASES.iterdir() if (path / "input.yaml").exists())
+PRINTED_CASES = [name for name in CASE_NAMES if (CASES / name / "expected.yaml").exists()]
 
 
 def read_resources(data: bytes) -> list[Any]:
@@ -50,12 +51,10 @@ def test_golden_case(name: str) -> None:
             dump(*read_resources(data))  # YamlError is a ValueError too
 
 
-@pytest.mark.parametrize("name", CASE_NAMES)
+@pytest.mark.parametrize("name", PRINTED_CASES)
 def test_golden_case_without_normalize_prints_the_same(name: str) -> None:
     case = CASES / name
     expected = case / "expected.yaml"
-    if not expected.exists():
-        pytest.skip("refused input")
     printed = emit.dump_documents(read_resources((case / "input.yaml").read_bytes()))
     assert printed == expected.read_text(encoding="utf-8")
 
