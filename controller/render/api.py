@@ -20,7 +20,7 @@ class RenderError(Exception):
 
 @dataclass(frozen=True)
 class Rendered:
-    resources: list[dict[str, Any]]  # in output order
+    resources: list[dict[str, Any]]  # in output order, as built (`yaml` is what kustomize prints)
     yaml: str  # exactly as `kustomize build` prints it
     digest: str  # "sha256:" + hex sha256 of the yaml text, UTF-8
     inputs: frozenset[str]  # the snapshot paths this build read

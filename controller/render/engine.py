@@ -399,15 +399,17 @@ def build_from(
     nameref.fix_references(resources)
     ordered = ordering.sort(resources, top.get_map("sortOptions"), top.path)
     provenance.annotate(ordered, [str(o) for o in build_metadata], top.path)
-    data = []
+    data, texts = [], []
     for resource in ordered:
         metadata = resource.data.get("metadata")
         if isinstance(metadata, dict) and metadata.get("annotations") == {}:
             del metadata["annotations"]  # kustomize drops an empty annotations map
         try:
-            data.append(emit.normalize(resource.data))
-        except ValueError as exc:
+            # the printer applies kustomize's JSON round trip itself
+            texts.append(emit.dump_documents([resource.data]))
+        except (ValueError, TypeError) as exc:
             raise RenderError(resource.source, f"{resource.id}: {exc}") from None
-    text = emit.dump_documents(data)
+        data.append(resource.data)
+    text = "---\n".join(texts)
     digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
     return Rendered(data, text, digest, frozenset(state.inputs))

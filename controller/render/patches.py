@@ -13,11 +13,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import jsonpatch
-import jsonpointer
-
 from rciots.controller import yamlsafe
-from rciots.controller.render import documents
+from rciots.controller.render import documents, jsonpatch6902, selectors
 from rciots.controller.render.api import RenderError
 from rciots.controller.render.resource import Resource, copy_data
 
@@ -171,47 +168,11 @@ def strategic_merge(resource: Resource, patch: dict[str, Any], options: dict[str
 # -- targets ------------------------------------------------------------------------------
 
 
-def _label_selector_matches(selector: str, labels: dict[str, str]) -> bool:
-    for requirement in _split_requirements(selector):
-        requirement = requirement.strip()
-        if not requirement:
-            continue
-        match = re.fullmatch(r"([^\s!=]+)\s+(in|notin)\s+\(([^)]*)\)", requirement)
-        if match:
-            key, operator, values = match.groups()
-            chosen = {v.strip() for v in values.split(",")}
-            found = key in labels and labels[key] in chosen
-            if found != (operator == "in"):
-                return False
-        elif requirement.startswith("!"):
-            if requirement[1:].strip() in labels:
-                return False
-        elif "!=" in requirement:
-            key, value = (p.strip() for p in requirement.split("!=", 1))
-            if labels.get(key) == value:
-                return False
-        elif "=" in requirement:
-            key, value = (p.strip() for p in requirement.replace("==", "=").split("=", 1))
-            if labels.get(key) != value:
-                return False
-        elif requirement not in labels:
-            return False
-    return True
-
-
-def _split_requirements(selector: str) -> list[str]:
-    """Split on commas outside parentheses."""
-    parts, depth, current = [], 0, ""
-    for char in selector:
-        depth += char == "("
-        depth -= char == ")"
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return parts
+def _label_selector_matches(selector: str, labels: dict[str, str], where: str = "") -> bool:
+    try:
+        return selectors.matches(selector, labels)
+    except ValueError as exc:
+        raise RenderError(where, f"label selector {selector!r}: {exc}") from None
 
 
 def _regex_matches(pattern: str, value: str) -> bool:
@@ -249,10 +210,12 @@ def select(resources: list[Resource], target: dict[str, Any], source: str) -> li
             continue
         meta = resource.metadata
         labels = target.get("labelSelector")
-        if labels and not _label_selector_matches(labels, meta.get("labels") or {}):
+        if labels and not _label_selector_matches(labels, meta.get("labels") or {}, source):
             continue
         annotations = target.get("annotationSelector")
-        if annotations and not _label_selector_matches(annotations, meta.get("annotations") or {}):
+        if annotations and not _label_selector_matches(
+            annotations, meta.get("annotations") or {}, source
+        ):
             continue
         chosen.append(resource)
     return chosen
@@ -268,43 +231,24 @@ def _documents(text: bytes, where: str, limits: yamlsafe.Limits) -> list[Any]:
         raise RenderError(where, f"line {exc.line} column {exc.column}: {exc.message}") from None
 
 
-def _replace_as_add(operation: Any, document: Any) -> Any:
-    """kustomize's JSON patch library treats `replace` of a missing member as `add`."""
-    if not isinstance(operation, dict) or operation.get("op") != "replace":
-        return operation
-    path = operation.get("path", "")
-    try:
-        jsonpointer.resolve_pointer(document, path)
-    except (jsonpointer.JsonPointerException, TypeError):
-        # and creates the missing mappings on the way
-        parts = jsonpointer.JsonPointer(path).parts
-        current = document
-        for part in parts[:-1]:
-            if isinstance(current, dict):
-                current = current.setdefault(part, {})
-            elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
-                current = current[int(part)]
-            else:
-                break
-        return {**operation, "op": "add"}
-    return operation
-
-
 def _apply_json6902(resource: Resource, operations: Any, where: str) -> None:
     if not isinstance(operations, list):
         raise RenderError(where, "a JSON 6902 patch must be a list of operations")
-    operations = [_replace_as_add(op, resource.data) for op in operations]
+    patched = copy_data(resource.data)
+    # during a build kustomize keeps internal annotations on every object, so an
+    # annotations map always exists for a patch to reach into
+    metadata = patched.get("metadata")
+    created = isinstance(metadata, dict) and "annotations" not in metadata
+    if created:
+        metadata["annotations"] = {}
     try:
-        patched = jsonpatch.JsonPatch(operations).apply(resource.data)
-    except jsonpatch.JsonPatchTestFailed as exc:
-        raise RenderError(where, f"JSON patch test failed on {resource.id}: {exc}") from None
-    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-        raise RenderError(where, f"JSON patch failed on {resource.id}: {exc}") from None
-    except (KeyError, IndexError, TypeError) as exc:
-        raise RenderError(where, f"JSON patch failed on {resource.id}: {exc}") from None
-    if not isinstance(patched, dict):
-        raise RenderError(where, "a JSON patch must leave an object")
-    if patched.get("metadata", {}).get("name") != resource.name:
+        jsonpatch6902.apply(patched, operations)
+    except jsonpatch6902.PatchError as exc:
+        raise RenderError(where, f"JSON patch on {resource.id}: {exc}") from None
+    metadata = patched.get("metadata")
+    if created and isinstance(metadata, dict) and metadata.get("annotations") == {}:
+        del metadata["annotations"]
+    if not isinstance(metadata, dict) or metadata.get("name") != resource.name:
         resource.remember_id()
     resource.data = patched
 
@@ -386,6 +330,12 @@ def apply_patches(
             for resource in select(resources, target, where_name):
                 _apply_json6902(resource, documents[0], where_name)
             continue
+        if target is not None and len(documents) > 1:
+            raise RenderError(
+                source,
+                "several strategic merge patches in one patches entry cannot have a target; "
+                "give each its own entry",
+            )
         for document in documents:
             _check_strategic(document, where_name)
             _apply_strategic(resources, document, target, options, where_name)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rciots.controller import yamlsafe
-from rciots.controller.render import documents
+from rciots.controller.render import documents, selectors
 from rciots.controller.render.api import RenderError
 from rciots.controller.render.resource import ResId, Resource
 
@@ -49,16 +49,18 @@ def _ids(resource: Resource) -> list[ResId]:
     return [resource.id, *resource.previous]
 
 
-def _matches_selectors(resource: Resource, selector: dict[str, Any]) -> bool:
-    from rciots.controller.render.patches import _label_selector_matches
-
+def _matches_selectors(resource: Resource, selector: dict[str, Any], where: str) -> bool:
     meta = resource.metadata
-    labels, annotations = selector.get("labelSelector"), selector.get("annotationSelector")
-    if labels and not _label_selector_matches(labels, meta.get("labels") or {}):
-        return False
-    return not (
-        annotations and not _label_selector_matches(annotations, meta.get("annotations") or {})
-    )
+    for key, field in (("labelSelector", "labels"), ("annotationSelector", "annotations")):
+        text = selector.get(key)
+        if not text:
+            continue
+        try:
+            if not selectors.matches(text, meta.get(field) or {}):
+                return False
+        except ValueError as exc:
+            raise RenderError(where, f"{key} {text!r}: {exc}") from None
+    return True
 
 
 def _lookup(obj: Any, parts: list[str]) -> Any:
@@ -193,12 +195,12 @@ def _apply_one(resources: list[Resource], replacement: dict[str, Any], where: st
         options = target.get("options") or {}
         for resource in resources:
             ids = _ids(resource)
-            if not _matches_selectors(resource, select):
+            if not _matches_selectors(resource, select, where):
                 continue
             if not any(_selected_by(i, select) for i in ids):
                 continue
             if any(
-                _matches_selectors(resource, r) and any(_selected_by(i, r) for i in ids)
+                _matches_selectors(resource, r, where) and any(_selected_by(i, r) for i in ids)
                 for r in rejects
             ):
                 continue

@@ -9,7 +9,7 @@ those live on the ``Resource`` object rather than in hidden annotations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["Gvk", "Origin", "ResId", "Resource", "copy_data", "is_cluster_scoped"]
 
@@ -65,8 +65,7 @@ def is_cluster_scoped(kind: str) -> bool:
     return kind in _CLUSTER_SCOPED
 
 
-@dataclass(frozen=True)
-class Gvk:
+class Gvk(NamedTuple):
     group: str
     version: str
     kind: str
@@ -92,8 +91,7 @@ class Gvk:
         return f"{api}.{self.kind}" if api else self.kind
 
 
-@dataclass(frozen=True)
-class ResId:
+class ResId(NamedTuple):
     gvk: Gvk
     name: str
     namespace: str

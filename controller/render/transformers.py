@@ -209,13 +209,24 @@ def _containers_anywhere(obj: Any) -> Iterable[dict[str, Any]]:
     stack = [obj]
     while stack:
         current = stack.pop()
-        if isinstance(current, list):
-            stack.extend(current)
-        elif isinstance(current, dict):
-            for key, value in current.items():
-                if key in ("containers", "initContainers") and isinstance(value, list):
-                    yield from (c for c in value if isinstance(c, dict))
+        if type(current) is list:
+            stack.extend(item for item in current if type(item) in (dict, list))
+            continue
+        for key, value in current.items():
+            kind = type(value)
+            if kind is list:
+                if key == "containers" or key == "initContainers":
+                    yield from (c for c in value if type(c) is dict)
                 stack.append(value)
+            elif kind is dict:
+                stack.append(value)
+
+
+_IMAGE_FIELDS = tuple(
+    FieldSpec(f"{prefix}{field}[]/image")
+    for prefix in ("spec/", "spec/template/spec/")
+    for field in ("containers", "initContainers")
+)
 
 
 def set_images(resources: list[Resource], images: list[Any], source: str) -> None:
@@ -234,6 +245,16 @@ def set_images(resources: list[Resource], images: list[Any], source: str) -> Non
                 image = container.get("image")
                 if isinstance(image, str) and _image_matches(image, rule["name"]):
                     container["image"] = _new_image(image, rule)
+
+            # kustomize then runs the same update over its image field specs: harmless for
+            # most rules, but a tagSuffix is added a second time there
+            def update(mapping: dict[str, Any], key: str, rule: dict[str, Any] = rule) -> None:
+                image = mapping[key]
+                if isinstance(image, str) and _image_matches(image, rule["name"]):
+                    mapping[key] = _new_image(image, rule)
+
+            for spec in _IMAGE_FIELDS:
+                _apply(resource, spec, update)
 
 
 def set_replicas(resources: list[Resource], replicas: list[Any], source: str) -> None:
