@@ -1,10 +1,9 @@
-"""Patches: strategic merge (kustomize's merge of a partial object into matching objects) and
-JSON 6902 (a list of operations, applied with the jsonpatch library), with their targets.
+"""Patches and their targets: strategic merge (``strategic``), JSON 6902 (``jsonpatch6902``),
+in the forms kustomize accepts (``patches`` entries with a path or an inline patch and an
+optional target; the deprecated ``patchesStrategicMerge`` and ``patchesJson6902``).
 
-Strategic merge follows kustomize v5: mappings merge key by key, ``null`` deletes a key, lists
-of the built-in kinds that Kubernetes merges by a key (containers by name, ports by
-containerPort, ...) merge item by item with the patch's items first, other lists are
-replaced, and ``$patch: delete`` / ``$patch: replace`` change what a mapping means.
+A target selects objects by group, version, kind, name and namespace (regular expressions
+matched against the current and the original id) and by label and annotation selectors.
 """
 
 from __future__ import annotations
@@ -14,135 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 from rciots.controller import yamlsafe
-from rciots.controller.render import documents, jsonpatch6902, selectors
+from rciots.controller.render import documents, jsonpatch6902, selectors, strategic
 from rciots.controller.render.api import RenderError
 from rciots.controller.render.resource import Resource, copy_data
 
 __all__ = ["apply_json6902_list", "apply_patches", "apply_strategic_merge_list", "select"]
 
 Reader = Callable[[str], bytes]
-_DELETE = object()
-
-# Kinds served by Kubernetes itself: only these have merge keys; custom kinds replace lists.
-_BUILTIN_KINDS = frozenset(
-    {
-        "Pod", "PodTemplate", "Deployment", "ReplicaSet", "DaemonSet", "StatefulSet",
-        "ReplicationController", "Job", "CronJob", "Service", "ConfigMap", "Secret",
-        "ServiceAccount", "PersistentVolumeClaim", "PersistentVolume", "Namespace", "Ingress",
-        "NetworkPolicy", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding",
-        "HorizontalPodAutoscaler", "PodDisruptionBudget", "Endpoints", "LimitRange",
-        "ResourceQuota", "StorageClass", "PriorityClass", "Node", "Event",
-    }
-)  # fmt: skip
-# list field -> the keys that identify its items, in the Kubernetes API
-_MERGE_KEYS: dict[str, tuple[str, ...]] = {
-    "containers": ("name",),
-    "initContainers": ("name",),
-    "ephemeralContainers": ("name",),
-    "volumes": ("name",),
-    "imagePullSecrets": ("name",),
-    "resourceClaims": ("name",),
-    "schedulingGates": ("name",),
-    "env": ("name",),
-    "volumeMounts": ("mountPath",),
-    "volumeDevices": ("devicePath",),
-    "hostAliases": ("ip",),
-    "topologySpreadConstraints": ("topologyKey",),
-    "ownerReferences": ("uid",),
-}
-_CONTAINER_PORT_KEYS = ("containerPort", "protocol")
-
-
-def _merge_keys(field: str, items: list[Any]) -> tuple[str, ...] | None:
-    if field == "ports":
-        sample = next((i for i in items if isinstance(i, dict)), {})
-        return _CONTAINER_PORT_KEYS if "containerPort" in sample else ("port",)
-    return _MERGE_KEYS.get(field)
-
-
-# Primitive lists that Kubernetes merges as sets (the patch's items first).
-_MERGED_PRIMITIVE_LISTS = frozenset({"finalizers"})
-
-
-def _strip_directives(value: Any) -> Any:
-    # kustomize interprets only $patch; other `$...` keys stay as plain fields
-    if isinstance(value, dict):
-        return {
-            k: _strip_directives(v) for k, v in value.items() if k != "$patch" and v is not None
-        }
-    if isinstance(value, list):
-        return [_strip_directives(v) for v in value]
-    return value
-
-
-def _merge_list(field: str, target: list[Any], patch: list[Any], builtin: bool) -> list[Any]:
-    if any(isinstance(i, dict) and i.get("$patch") == "replace" for i in patch):
-        return [_strip_directives(i) for i in patch if not isinstance(i, dict) or "$patch" not in i]
-    if builtin and field in _MERGED_PRIMITIVE_LISTS:
-        return [*patch, *(i for i in target if i not in patch)]
-    keys = _merge_keys(field, patch + target) if builtin else None
-    if keys is None or not all(isinstance(i, dict) for i in patch + target):
-        return [_strip_directives(i) for i in patch if not _is_delete(i)]
-
-    def key_of(item: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(item.get(k) for k in keys)
-
-    remaining = list(target)
-    merged: list[Any] = []
-    for item in patch:
-        if (
-            keys == _CONTAINER_PORT_KEYS
-            and "protocol" not in item
-            and any(t.get("containerPort") == item.get("containerPort") for t in target)
-        ):
-            continue  # kustomize drops a patch of an existing port that gives no protocol
-        match = next((t for t in remaining if key_of(t) == key_of(item)), None)
-        if match is not None:
-            remaining.remove(match)
-        if _is_delete(item):
-            continue
-        if match is None:
-            merged.append(_strip_directives(item))
-        else:
-            result = _merge_map(match, item, builtin)
-            if result is not _DELETE:
-                merged.append(result)
-    return merged + remaining
-
-
-def _is_delete(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("$patch") == "delete"
-
-
-def _merge_map(target: dict[str, Any], patch: dict[str, Any], builtin: bool) -> Any:
-    directive = patch.get("$patch")
-    if directive == "delete":
-        return _DELETE
-    if directive == "replace":
-        return _strip_directives(patch)
-    if directive is not None:
-        raise ValueError(f"unknown $patch directive {directive!r}")
-    result = dict(target)
-    for key, value in patch.items():
-        if key == "$patch":
-            continue
-        if value is None:
-            result.pop(key, None)
-            continue
-        current = result.get(key)
-        if isinstance(value, dict) and isinstance(current, dict):
-            merged = _merge_map(current, value, builtin)
-            if merged is _DELETE:
-                result.pop(key, None)
-            else:
-                result[key] = merged
-        elif isinstance(value, dict) and _is_delete(value):
-            result.pop(key, None)
-        elif isinstance(value, list) and isinstance(current, list):
-            result[key] = _merge_list(key, current, value, builtin)
-        else:
-            result[key] = _strip_directives(value)
-    return result
 
 
 def strategic_merge(resource: Resource, patch: dict[str, Any], options: dict[str, Any]) -> bool:
@@ -156,10 +33,15 @@ def strategic_merge(resource: Resource, patch: dict[str, Any], options: dict[str
     if not options.get("allowKindChange"):
         patch.pop("kind", None)
         patch.pop("apiVersion", None)
-    merged = _merge_map(resource.data, patch, resource.kind in _BUILTIN_KINDS)
-    if merged is _DELETE:
+    name = resource.name
+    data = copy_data(resource.data)
+    try:
+        merged = strategic.merge_object(data, patch)
+    except strategic.MergeError as exc:
+        raise ValueError(f"{resource.id}: {exc}") from None
+    if merged is strategic.DELETE:
         return False
-    if resource.name != (merged.get("metadata") or {}).get("name", resource.name):
+    if name != (merged.get("metadata") or {}).get("name", name):
         resource.remember_id()
     resource.data = merged
     return True
