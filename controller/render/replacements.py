@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from rciots.controller import yamlsafe
+from rciots.controller import goscalar, yamlsafe
 from rciots.controller.render import documents, selectors
 from rciots.controller.render.api import RenderError
 from rciots.controller.render.resource import ResId, Resource
@@ -63,10 +63,17 @@ def _matches_selectors(resource: Resource, selector: dict[str, Any], where: str)
     return True
 
 
+def _key(part: str) -> str:
+    """A bracketed segment without '=' is one literal key: [example.com/version]."""
+    if part.startswith("[") and part.endswith("]") and "=" not in part:
+        return part[1:-1]
+    return part
+
+
 def _lookup(obj: Any, parts: list[str]) -> Any:
     for part in parts:
         if isinstance(obj, dict):
-            obj = obj.get(part)
+            obj = obj.get(_key(part))
         elif isinstance(obj, list):
             obj = next(iter(_list_items(obj, part)), None)
         else:
@@ -92,17 +99,26 @@ def _slots(obj: Any, parts: list[str], create: bool) -> list[Slot]:
     places: list[Slot] = []
     head, rest = parts[0], parts[1:]
     if isinstance(obj, dict):
+        head = _key(head)
         if head not in obj or obj[head] is None:
             if not create:
                 return places
-            obj[head] = ([] if rest[0].startswith("[") else {}) if rest else None
+            as_list = bool(rest) and (rest[0].isdigit() or "=" in rest[0])
+            obj[head] = ([] if as_list else {}) if rest else None
         if not rest:
             return [(obj, head)]
         return _slots(obj[head], rest, create)
     if isinstance(obj, list):
+        if head.isdigit():
+            index = int(head)
+            if index >= len(obj) and create:
+                obj.extend([None] * (index + 1 - len(obj)))
+                if rest:
+                    obj[index] = [] if rest[0].isdigit() else {}
+            if index >= len(obj):
+                return places
+            return [(obj, index)] if not rest else _slots(obj[index], rest, create)
         if not rest:
-            if head.isdigit() and int(head) < len(obj):
-                return [(obj, int(head))]
             return places
         found = list(_list_items(obj, head))
         if not found and create and head.startswith("[") and "=" in head:
@@ -149,6 +165,10 @@ def _source_value(resources: list[Resource], source: dict[str, Any], where: str)
 def _set(slot: Slot, value: Any, options: dict[str, Any], where: str) -> None:
     container, key = slot
     current = container[key]
+    if current is None and not isinstance(value, dict | list):
+        # a created field is an untagged scalar: its text is read as YAML reads it
+        container[key] = goscalar.resolve(_text(value), timestamps=False)[1]
+        return
     if options.get("delimiter"):
         if isinstance(current, dict | list):
             raise RenderError(where, "delimiter option can only be used with scalar nodes")
@@ -162,24 +182,19 @@ def _set(slot: Slot, value: Any, options: dict[str, Any], where: str) -> None:
             pieces[index] = _text(value)
         value = options["delimiter"].join(pieces)
     if not isinstance(value, dict | list) and not isinstance(current, dict | list | None):
-        value = _typed_like(current, _text(value))  # a scalar keeps its type; its text changes
+        # a scalar target keeps its type and takes the text: "8080" into a port is 8080
+        value = _typed_like(current, _text(value), where)
     container[key] = value
 
 
-def _typed_like(current: Any, text: str) -> Any:
-    if isinstance(current, bool):
-        return {"true": True, "false": False}.get(text, text)
-    if isinstance(current, int):
-        try:
-            return int(text)
-        except ValueError:
-            return text
-    if isinstance(current, float):
-        try:
-            return float(text)
-        except ValueError:
-            return text
-    return text
+def _typed_like(current: Any, text: str, where: str) -> Any:
+    if isinstance(current, str):
+        return text
+    wanted = "bool" if isinstance(current, bool) else "int" if isinstance(current, int) else "float"
+    tag, value = goscalar.resolve(text, timestamps=False)
+    if tag == wanted or (wanted == "float" and tag == "int"):
+        return value
+    raise RenderError(where, f"replacements: cannot write {text!r} into a {wanted} field")
 
 
 def _apply_one(resources: list[Resource], replacement: dict[str, Any], where: str) -> None:
