@@ -476,7 +476,7 @@ def to_python(root: Node) -> tuple[object, Positions]:
     return result[0], positions
 
 
-def to_data(root: Node, *, yaml11: bool = False) -> object:
+def to_data(root: Node, *, yaml11: bool = False, annotation_text: bool = False) -> object:
     """Plain data like ``to_python``, without positions: the renderer's faster path.
 
     It also applies what the manifest dialect lets through: merge keys (explicit keys win,
@@ -484,6 +484,8 @@ def to_data(root: Node, *, yaml11: bool = False) -> object:
     a string (``true:``, ``1:``) is refused, since kustomize cannot print it. Recursion depth
     is bounded by ``Limits.max_depth``, enforced while parsing. ``yaml11`` reads plain words
     as YAML 1.1 does (``yes`` is true), as kustomize reads kustomization files.
+    ``annotation_text`` keeps the values of the top-level ``metadata.annotations`` as the text
+    written (kustomize prints them back as strings of that text).
     """
     built: dict[int, object] = {}
 
@@ -528,7 +530,25 @@ def to_data(root: Node, *, yaml11: bool = False) -> object:
                 mapping.setdefault(name, item)
         return mapping
 
-    return convert(root)
+    data = convert(root)
+    if annotation_text and isinstance(data, dict):
+        _annotations_as_text(root, data)
+    return data
+
+
+def _annotations_as_text(root: Node, data: dict[str, object]) -> None:
+    metadata = data.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(annotations, dict):
+        return
+    metadata_node = next((v for k, v in root.pairs if k.text == "metadata"), None)
+    if metadata_node is None:
+        return
+    for key, value in metadata_node.pairs:
+        if key.text == "annotations" and value.kind == "mapping":
+            for name, item in value.pairs:
+                if item.kind == "scalar" and item.tag != "binary" and name.text in annotations:
+                    annotations[name.text] = item.text
 
 
 def _binary_text(node: Node) -> object:

@@ -20,7 +20,11 @@ _MAX_CACHED_BYTES = 64 * 1024
 
 def _read(data: bytes, limits: yamlsafe.Limits, dialect: yamlsafe.Dialect) -> list[Any]:
     yaml11 = dialect is yamlsafe.KUSTOMIZATION
-    return [yamlsafe.to_data(d, yaml11=yaml11) for d in yamlsafe.parse(data, limits, dialect)]
+    text = dialect is yamlsafe.MANIFEST
+    return [
+        yamlsafe.to_data(d, yaml11=yaml11, annotation_text=text)
+        for d in yamlsafe.parse(data, limits, dialect)
+    ]
 
 
 @functools.lru_cache(maxsize=4096)

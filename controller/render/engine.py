@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from rciots.controller import layout, yamlsafe
+from rciots.controller import goscalar, layout, yamlsafe
 from rciots.controller.render import documents as documents_module
 from rciots.controller.render import (
     emit,
@@ -319,6 +319,33 @@ def _within(path: str, directory: str) -> bool:
     return not directory or path == directory or path.startswith(directory + "/")
 
 
+def _annotations_as_strings(resource: Resource) -> None:
+    """kustomize rewrites an object's annotations at the end of a build as strings (of the
+    text written, which the reader kept); keys are rewritten as plain scalars."""
+    annotations = resource.metadata.get("annotations")
+    if not isinstance(annotations, dict):
+        return
+    for key in annotations:
+        if key and goscalar.resolve(key)[0] != "str":
+            raise RenderError(
+                resource.source,
+                f"{resource.id}: annotation key {key!r} is read back as a "
+                f"{goscalar.resolve(key)[0]}, which kustomize cannot print",
+            )
+    resource.metadata["annotations"] = {
+        key: "" if value is None else value if isinstance(value, str) else _scalar_text(value)
+        for key, value in annotations.items()
+    }
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return (
+        emit.dump_documents([value]).rstrip("\n") if isinstance(value, dict | list) else str(value)
+    )
+
+
 def _key(resource: Resource) -> tuple[Any, ...]:
     rid = resource.id
     return (rid.gvk, rid.name, rid.effective_namespace)
@@ -399,6 +426,8 @@ def build_from(
     nameref.fix_references(resources)
     ordered = ordering.sort(resources, top.get_map("sortOptions"), top.path)
     provenance.annotate(ordered, [str(o) for o in build_metadata], top.path)
+    for resource in ordered:
+        _annotations_as_strings(resource)
     data, texts = [], []
     for resource in ordered:
         metadata = resource.data.get("metadata")
