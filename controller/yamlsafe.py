@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -325,6 +326,8 @@ def parse(data: bytes, limits: Limits = DEFAULT_LIMITS, dialect: Dialect = FLEET
             f"file is {len(data)} bytes, over the limit of {limits.max_bytes}; split it up"
         )
     text = _text_of(data)
+    if dialect.binary:  # manifests: what kustomize's reader of manifests refuses
+        _check_manifest_text(text)
     try:
         return _build_documents(_next_event_function(text, True), limits, dialect)
     except _ParserRefused as refused:
@@ -335,6 +338,29 @@ def parse(data: bytes, limits: Limits = DEFAULT_LIMITS, dialect: Dialect = FLEET
     # more lenient, e.g. a ':' inside a plain scalar in a flow collection ([a:b]); the
     # pure-Python parser reads those, and reports what neither can read.
     return _build_documents(_next_event_function(text, False), limits, dialect)
+
+
+_SEPARATOR_WITH_CONTENT = re.compile(r"^---[ \t]*[^\s#].*$", re.MULTILINE)
+_DIRECTIVE = re.compile(r"^%", re.MULTILINE)
+_DOUBLE_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+
+
+def _check_manifest_text(text: str) -> None:
+    """kustomize splits manifest files on '---' lines before parsing them with go-yaml, which
+    also knows no '\\/' escape: refuse what that refuses, with the line."""
+    separator = _SEPARATOR_WITH_CONTENT.search(text)
+    if separator:
+        line = text.count("\n", 0, separator.start()) + 1
+        raise YamlError(f"invalid document separator: {separator.group(0)}", line, 1)
+    directive = _DIRECTIVE.search(text)
+    if directive:
+        line = text.count("\n", 0, directive.start()) + 1
+        raise YamlError("YAML directives (%YAML, %TAG) are not supported in manifests", line, 1)
+    if "\\/" in text:
+        for quoted in _DOUBLE_QUOTED.finditer(text):
+            if re.search(r"(?<!\\)(?:\\\\)*\\/", quoted.group(0)):
+                line = text.count("\n", 0, quoted.start()) + 1
+                raise YamlError("unknown escape character '\\/' in a quoted string", line, 1)
 
 
 class _ParserRefused(YamlError):

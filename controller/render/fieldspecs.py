@@ -23,6 +23,7 @@ __all__ = [
     "REPLICAS",
     "TEMPLATE_LABELS",
     "FieldSpec",
+    "places",
     "visit",
 ]
 
@@ -51,32 +52,39 @@ def _parts(path: str) -> list[str]:
 Setter = Callable[[dict[str, Any], str], None]
 
 
-def visit(obj: Any, parts: list[str], create: bool, setter: Setter) -> None:
-    """Call ``setter(mapping, key)`` for every place ``parts`` leads to in ``obj``.
+def places(
+    obj: Any, parts: list[str], create: bool, path: tuple[str | int, ...] = ()
+) -> list[tuple[dict[str, Any], str, tuple[str | int, ...]]]:
+    """Every (mapping, key, path of the value) that ``parts`` leads to in ``obj``.
 
     Lists met on the way are walked element by element (``name[]`` says so explicitly);
-    missing mappings are created only when ``create`` is set; the last key is handed to the
-    setter whether present or not when ``create`` is set, and only when present otherwise.
+    missing mappings are created only when ``create`` is set; the last key counts whether
+    present or not when ``create`` is set, and only when present otherwise.
     """
     if isinstance(obj, list):
-        for item in obj:
-            visit(item, parts, create, setter)
-        return
+        found = []
+        for index, item in enumerate(obj):
+            found.extend(places(item, parts, create, (*path, index)))
+        return found
     if not isinstance(obj, dict) or not parts:
-        return
+        return []
     head, rest = parts[0], parts[1:]
     is_list = head.endswith("[]")
     key = head[:-2] if is_list else head
     if not rest:
-        if obj.get(key) is not None or create:
-            setter(obj, key)
-        return
+        return [(obj, key, (*path, key))] if obj.get(key) is not None or create else []
     child = obj.get(key)
     if child is None:
         if not create:
-            return
+            return []
         child = obj[key] = [] if is_list else {}
-    visit(child, rest, create, setter)
+    return places(child, rest, create, (*path, key))
+
+
+def visit(obj: Any, parts: list[str], create: bool, setter: Setter) -> None:
+    """Call ``setter(mapping, key)`` for every place ``parts`` leads to in ``obj``."""
+    for mapping, key, _ in places(obj, parts, create):
+        setter(mapping, key)
 
 
 def _specs(create: bool, rows: list[tuple[str, str, str, str]]) -> tuple[FieldSpec, ...]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rciots.controller import yamlsafe
-from rciots.controller.render import documents, jsonpatch6902, selectors, strategic
+from rciots.controller.render import documents, jsonpatch6902, links, selectors, strategic
 from rciots.controller.render.api import RenderError
 from rciots.controller.render.resource import Resource, copy_data
 
@@ -34,6 +34,7 @@ def strategic_merge(resource: Resource, patch: dict[str, Any], options: dict[str
         patch.pop("kind", None)
         patch.pop("apiVersion", None)
     name = resource.name
+    before = links.snapshot(resource)
     data = copy_data(resource.data)
     try:
         merged = strategic.merge_object(data, patch)
@@ -44,6 +45,7 @@ def strategic_merge(resource: Resource, patch: dict[str, Any], options: dict[str
     if name != (merged.get("metadata") or {}).get("name", name):
         resource.remember_id()
     resource.data = merged
+    links.sync(resource, before)
     return True
 
 
@@ -133,6 +135,7 @@ def _apply_json6902(resource: Resource, operations: Any, where: str) -> None:
     if not isinstance(metadata, dict) or metadata.get("name") != resource.name:
         resource.remember_id()
     resource.data = patched
+    resource.links.clear()  # kustomize rebuilds the object from JSON: nothing stays shared
 
 
 def _apply_strategic(

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rciots.controller import goscalar, yamlsafe
-from rciots.controller.render import documents, selectors
+from rciots.controller.render import documents, links, selectors
 from rciots.controller.render.api import RenderError
 from rciots.controller.render.resource import ResId, Resource
 
@@ -219,6 +219,7 @@ def _apply_one(resources: list[Resource], replacement: dict[str, Any], where: st
                 for r in rejects
             ):
                 continue
+            before = links.snapshot(resource)
             for field_path in target.get("fieldPaths") or ["metadata.name"]:
                 slots = _slots(resource.data, split_path(field_path), bool(options.get("create")))
                 if not slots:
@@ -229,6 +230,7 @@ def _apply_one(resources: list[Resource], replacement: dict[str, Any], where: st
                     )
                 for slot in slots:
                     _set(slot, value, options, where)
+            links.sync(resource, before)
 
 
 def apply(

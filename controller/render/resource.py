@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["Gvk", "Origin", "ResId", "Resource", "copy_data", "is_cluster_scoped"]
+__all__ = ["Gvk", "LinkPath", "Origin", "ResId", "Resource", "copy_data", "is_cluster_scoped"]
 
 # buildMetadata: (field, value) pairs of where an object came from or what touched it
 Origin = tuple[tuple[str, str], ...]
+# a place in an object: the keys and list indexes leading to it
+LinkPath = tuple[str | int, ...]
 
 
 def copy_data(value: Any) -> Any:
@@ -126,6 +128,7 @@ class Resource:
     behavior: str = ""  # generated resources: create, merge or replace
     origin: Origin | None = None
     transformations: list[Origin] = field(default_factory=list)
+    links: list[list[LinkPath]] = field(default_factory=list)  # see links.py
     _gvk_cache: tuple[tuple[Any, Any], Gvk] | None = field(default=None, repr=False, compare=False)
 
     def copy(self) -> Resource:
@@ -139,6 +142,7 @@ class Resource:
             self.behavior,
             self.origin,
             list(self.transformations),
+            [list(group) for group in self.links],
         )
 
     def copy_without_data(self) -> Resource:
@@ -153,6 +157,7 @@ class Resource:
             self.behavior,
             self.origin,
             list(self.transformations),
+            [list(group) for group in self.links],
         )
 
     @property

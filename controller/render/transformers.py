@@ -10,10 +10,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from rciots.controller.render import fieldspecs
+from rciots.controller.render import fieldspecs, links
 from rciots.controller.render.api import RenderError
 from rciots.controller.render.fieldspecs import FieldSpec
-from rciots.controller.render.resource import Gvk, Resource, is_cluster_scoped
+from rciots.controller.render.resource import Gvk, LinkPath, Resource, is_cluster_scoped
 
 __all__ = [
     "set_annotations",
@@ -87,18 +87,23 @@ def _set_entries(
     specs = list(specs)
     for resource in resources:
         gvk = resource.gvk
-
-        def put(mapping: dict[str, Any], key: str, where: Resource = resource) -> None:
-            target = mapping.get(key)
-            if target is None:
-                target = mapping[key] = {}
-            if not isinstance(target, dict):
-                raise RenderError(source, f"{key} of {where.id} is not a mapping")
-            target.update(entries)
-
+        before = links.snapshot(resource)
+        created: dict[str, list[LinkPath]] = {key: [] for key in entries}
         for spec in specs:
-            if spec.applies_to(gvk):
-                _apply(resource, spec, put)
+            if not spec.applies_to(gvk):
+                continue
+            for mapping, key, path in fieldspecs.places(resource.data, spec.parts(), spec.create):
+                target = mapping.get(key)
+                if target is None:
+                    target = mapping[key] = {}
+                if not isinstance(target, dict):
+                    raise RenderError(source, f"{key} of {resource.id} is not a mapping")
+                for name, value in entries.items():
+                    if name not in target:
+                        created[name].append((*path, name))
+                    target[name] = value
+        links.sync(resource, before)
+        resource.links.extend(group for group in created.values() if len(group) > 1)
 
 
 def set_labels(
