@@ -1,13 +1,13 @@
 """YAML documents of the files a build reads, memoized by content.
 
-Device overlays of one fleet repeat the same patch and kustomization texts many times; each
-distinct text is parsed once. Callers get a fresh copy (from JSON text, which the C-accelerated
-json module copies fast), so a build may change what it got. Only small texts are kept.
+Device overlays of one fleet repeat the same patch and kustomization texts many times; a text
+met a second time is kept, so it is parsed at most twice. Callers get a fresh copy (from JSON
+text, which the C-accelerated json module copies fast), so a build may change what it got.
+Only small texts are kept, and at most a few thousand.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
@@ -27,9 +27,10 @@ def _read(data: bytes, limits: yamlsafe.Limits, dialect: yamlsafe.Dialect) -> li
     ]
 
 
-@functools.lru_cache(maxsize=4096)
-def _as_json(data: bytes, limits: yamlsafe.Limits, dialect: yamlsafe.Dialect) -> str:
-    return json.dumps(_read(data, limits, dialect))
+_MAX_ENTRIES = 4096
+# texts seen once (by hash) and texts seen again (their documents as JSON text)
+_seen: set[int] = set()
+_cached: dict[tuple[bytes, yamlsafe.Limits, yamlsafe.Dialect], str] = {}
 
 
 def load(
@@ -42,5 +43,19 @@ def load(
     """
     if len(data) > _MAX_CACHED_BYTES:
         return _read(data, limits, dialect)
-    loaded: list[Any] = json.loads(_as_json(data, limits, dialect))
-    return loaded
+    key = (data, limits, dialect)
+    text = _cached.get(key)
+    if text is not None:
+        loaded: list[Any] = json.loads(text)
+        return loaded
+    documents = _read(data, limits, dialect)
+    fingerprint = hash(key)
+    if fingerprint in _seen:  # a text met twice is likely to come again: keep it
+        if len(_cached) >= _MAX_ENTRIES:
+            del _cached[next(iter(_cached))]
+        _cached[key] = json.dumps(documents)
+    else:
+        if len(_seen) >= 16 * _MAX_ENTRIES:
+            _seen.clear()
+        _seen.add(fingerprint)
+    return documents

@@ -35,9 +35,9 @@ def strategic_merge(resource: Resource, patch: dict[str, Any], options: dict[str
         patch.pop("apiVersion", None)
     name = resource.name
     before = links.snapshot(resource)
-    data = copy_data(resource.data)
     try:
-        merged = strategic.merge_object(data, patch)
+        # in place: a failing merge fails the whole build, so nothing half-merged is kept
+        merged = strategic.merge_object(resource.data, patch)
     except strategic.MergeError as exc:
         raise ValueError(f"{resource.id}: {exc}") from None
     if merged is strategic.DELETE:

@@ -180,19 +180,30 @@ class Resource:
     def kind(self) -> str:
         return self.gvk.kind
 
+    def _metadata_field(self, field: str) -> str:
+        meta = self.data.get("metadata")
+        value = meta.get(field) if type(meta) is dict else None
+        return value if type(value) is str else ""
+
     @property
     def name(self) -> str:
-        name = self.metadata.get("name")
-        return name if isinstance(name, str) else ""
+        return self._metadata_field("name")
 
     @property
     def namespace(self) -> str:
-        namespace = self.metadata.get("namespace")
-        return namespace if isinstance(namespace, str) else ""
+        return self._metadata_field("namespace")
 
     @property
     def id(self) -> ResId:
-        return ResId(self.gvk, self.name, self.namespace)
+        meta = self.data.get("metadata")
+        if type(meta) is dict:
+            name, namespace = meta.get("name"), meta.get("namespace")
+            return ResId(
+                self.gvk,
+                name if type(name) is str else "",
+                namespace if type(namespace) is str else "",
+            )
+        return ResId(self.gvk, "", "")
 
     def original_id(self) -> ResId:
         return self.previous[0] if self.previous else self.id

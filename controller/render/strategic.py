@@ -208,13 +208,36 @@ def _walk_map(dest: Any, origin: Any, path: tuple[str, ...], schema: _Schema) ->
         if directive == "replace":
             dest = origin
     source = origin if isinstance(origin, dict) else {}
-    for key in sorted(set(dest) | set(source)):
-        value = _walk(dest.get(key, MISSING), source.get(key, MISSING), (*path, key), schema)
+    for key in [k for k in dest if k not in source]:
+        value = _settle(dest[key], (*path, key), schema)
+        if value is None:
+            del dest[key]
+        else:
+            dest[key] = value
+    for key in source:
+        value = _walk(dest.get(key, MISSING), source[key], (*path, key), schema)
         if value is DELETE or value is MISSING or value is None:
             dest.pop(key, None)
         else:
             dest[key] = value
     return dest
+
+
+def _settle(value: Any, path: tuple[str, ...], schema: _Schema) -> Any:
+    """What walking a part of the object that the patch does not touch gives: the same part,
+    less its null fields, with its merged lists walked (which drops repeated items)."""
+    if isinstance(value, dict):
+        for key in list(value):
+            item = value[key]
+            if item is None:
+                del value[key]
+            elif isinstance(item, dict | list):
+                value[key] = _settle(item, (*path, key), schema)
+        return value
+    if isinstance(value, list):
+        keys = schema.list_keys(path)
+        return value if keys is None else _walk_associative(value, MISSING, keys, path, schema)
+    return value
 
 
 def _list_directive(patch: list[Any]) -> str:
