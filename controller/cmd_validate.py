@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rciots.controller import loader, report, snapshots
+from rciots.controller import report
 from rciots.controller.diagnostics import count_errors
 
 __all__ = ["register", "run"]
@@ -52,6 +52,9 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here: the schemas (jsonschema) and Git (pygit2) are not needed by other commands
+    from rciots.controller import loader, snapshots
+
     root: Path = args.path
     if not root.is_dir():
         print(f"rciots: error: {root} is not a directory", file=sys.stderr)
