@@ -113,6 +113,7 @@ class _Build:
         self.cache = cache
         self.inputs: set[str] = set()
         self.visiting: list[str] = []
+        self.parsed: dict[str, kustomization.Kustomization] = {}  # read once per build
         self.top = ""  # the top kustomization's directory, for buildMetadata paths
         self.tracking = False  # buildMetadata asked for: record origins and transformers
         # one set per base being built, to know what a cached base depends on
@@ -169,9 +170,12 @@ class _Build:
                 found[0], f"found multiple kustomization files in {directory or '.'}/"
             )
         self.note_input(found[0])
-        data = contents[found[0]]
-        assert data is not None
-        return kustomization.parse(found[0], data, self.limits)
+        parsed = self.parsed.get(found[0])
+        if parsed is None:
+            data = contents[found[0]]
+            assert data is not None
+            parsed = self.parsed[found[0]] = kustomization.parse(found[0], data, self.limits)
+        return parsed
 
     # -- accumulation ---------------------------------------------------------------------
 

@@ -118,7 +118,7 @@ def _documents(text: bytes, where: str, limits: yamlsafe.Limits) -> list[Any]:
 def _apply_json6902(resource: Resource, operations: Any, where: str) -> None:
     if not isinstance(operations, list):
         raise RenderError(where, "a JSON 6902 patch must be a list of operations")
-    patched = copy_data(resource.data)
+    patched = resource.data  # in place: a failing patch fails the whole build
     # during a build kustomize keeps internal annotations on every object, so an
     # annotations map always exists for a patch to reach into
     metadata = patched.get("metadata")

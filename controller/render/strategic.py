@@ -15,6 +15,7 @@ Objects are merged in place; the caller hands in copies.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 __all__ = ["DELETE", "MergeError", "merge_object"]
@@ -137,6 +138,11 @@ class _Schema:
         return self.rules.get(path)
 
 
+@functools.cache
+def _schema(api_version: str, kind: str) -> _Schema:
+    return _Schema(api_version, kind)
+
+
 # -- the walk -------------------------------------------------------------------------------
 
 
@@ -236,8 +242,26 @@ def _settle(value: Any, path: tuple[str, ...], schema: _Schema) -> Any:
         return value
     if isinstance(value, list):
         keys = schema.list_keys(path)
-        return value if keys is None else _walk_associative(value, MISSING, keys, path, schema)
+        if keys is None:
+            return value
+        if keys and _plainly_keyed(value, keys):
+            # every item has every key, each once: the walk would give the items back as
+            # they are, in order; only their insides need settling
+            return [_settle(item, path, schema) for item in value]
+        return _walk_associative(value, MISSING, keys, path, schema)
     return value
+
+
+def _plainly_keyed(items: list[Any], keys: tuple[str, ...]) -> bool:
+    seen: set[tuple[str, ...]] = set()
+    for item in items:
+        if not isinstance(item, dict) or not item:
+            return False
+        values = tuple(_text(item.get(key)) for key in keys)
+        if "" in values or values in seen:
+            return False
+        seen.add(values)
+    return True
 
 
 def _list_directive(patch: list[Any]) -> str:
@@ -454,5 +478,5 @@ def _append_list(items: list[Any], source: list[Any], keys: list[str]) -> None:
 def merge_object(target: dict[str, Any], patch: dict[str, Any]) -> Any:
     """Merge ``patch`` into ``target`` (both changed in place); DELETE when the patch deletes
     the object."""
-    schema = _Schema(str(target.get("apiVersion", "")), str(target.get("kind", "")))
+    schema = _schema(str(target.get("apiVersion", "")), str(target.get("kind", "")))
     return _walk(target, patch, (), schema)
