@@ -33,18 +33,18 @@ def strategic_merge(resource: Resource, patch: dict[str, Any], options: dict[str
     if not options.get("allowKindChange"):
         patch.pop("kind", None)
         patch.pop("apiVersion", None)
-    name = resource.name
+    earlier = resource.id
     before = links.snapshot(resource)
     try:
         # in place: a failing merge fails the whole build, so nothing half-merged is kept
         merged = strategic.merge_object(resource.data, patch)
     except strategic.MergeError as exc:
-        raise ValueError(f"{resource.id}: {exc}") from None
+        raise ValueError(f"{earlier}: {exc}") from None
     if merged is strategic.DELETE:
         return False
-    if name != (merged.get("metadata") or {}).get("name", name):
-        resource.remember_id()
     resource.data = merged
+    if resource.name != earlier.name:
+        resource.remember_id(earlier)
     links.sync(resource, before)
     return True
 
@@ -119,22 +119,23 @@ def _apply_json6902(resource: Resource, operations: Any, where: str) -> None:
     if not isinstance(operations, list):
         raise RenderError(where, "a JSON 6902 patch must be a list of operations")
     patched = resource.data  # in place: a failing patch fails the whole build
+    before = resource.id
     # during a build kustomize keeps internal annotations on every object, so an
     # annotations map always exists for a patch to reach into
     metadata = patched.get("metadata")
-    created = isinstance(metadata, dict) and "annotations" not in metadata
-    if created:
+    created = False
+    if isinstance(metadata, dict) and "annotations" not in metadata:
         metadata["annotations"] = {}
+        created = True
     try:
         jsonpatch6902.apply(patched, operations)
     except jsonpatch6902.PatchError as exc:
-        raise RenderError(where, f"JSON patch on {resource.id}: {exc}") from None
+        raise RenderError(where, f"JSON patch on {before}: {exc}") from None
     metadata = patched.get("metadata")
     if created and isinstance(metadata, dict) and metadata.get("annotations") == {}:
         del metadata["annotations"]
-    if not isinstance(metadata, dict) or metadata.get("name") != resource.name:
-        resource.remember_id()
-    resource.data = patched
+    if resource.name != before.name:
+        resource.remember_id(before)
     resource.links.clear()  # kustomize rebuilds the object from JSON: nothing stays shared
 
 

@@ -208,9 +208,10 @@ class Resource:
     def original_id(self) -> ResId:
         return self.previous[0] if self.previous else self.id
 
-    def remember_id(self) -> None:
-        """Record the current id before a transformer changes the name or namespace."""
-        current = self.id
+    def remember_id(self, earlier: ResId | None = None) -> None:
+        """Record the current id (or ``earlier``, taken before a change made in place)
+        before a transformer changes the name or namespace."""
+        current = earlier if earlier is not None else self.id
         self.previous.append(ResId(current.gvk, current.name, current.effective_namespace))
 
     def set_name(self, name: str) -> None:
