@@ -15,7 +15,7 @@ from rciots.controller import yamlsafe
 from rciots.controller.render import documents
 from rciots.controller.render.api import RenderError
 
-__all__ = ["KINDS", "Kustomization", "parse"]
+__all__ = ["KINDS", "Kustomization", "beside", "parse"]
 
 KUSTOMIZATION_VERSION = "kustomize.config.k8s.io/v1beta1"
 COMPONENT_VERSION = "kustomize.config.k8s.io/v1alpha1"
@@ -100,6 +100,12 @@ class Kustomization:
             if not isinstance(value, str):
                 raise RenderError(self.path, f"{key}.{name} must be a string; quote the value")
         return values
+
+
+def beside(kustomization: str, relative: str) -> str:
+    """The snapshot path of a file a kustomization names, for messages."""
+    directory = kustomization.rpartition("/")[0]
+    return f"{directory}/{relative}" if directory else relative
 
 
 def _strings(path: str, key: str, value: Any) -> list[str]:

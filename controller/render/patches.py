@@ -13,7 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 from rciots.controller import yamlsafe
-from rciots.controller.render import documents, jsonpatch6902, links, selectors, strategic
+from rciots.controller.render import (
+    documents,
+    jsonpatch6902,
+    kustomization,
+    links,
+    selectors,
+    strategic,
+)
 from rciots.controller.render.api import RenderError
 from rciots.controller.render.resource import Resource, copy_data
 
@@ -206,7 +213,7 @@ def apply_patches(
         if not isinstance(entry, dict):
             raise RenderError(source, "each patches entry must be a mapping")
         text, where = _patch_text(entry, source, read)
-        where_name = where if where == source else _joined(source, where)
+        where_name = where if where == source else kustomization.beside(source, where)
         documents = [d for d in _documents(text, where_name, limits) if d is not None]
         target = entry.get("target")
         options = entry.get("options") or {}
@@ -239,7 +246,11 @@ def apply_strategic_merge_list(
         if not isinstance(entry, str):
             raise RenderError(source, "patchesStrategicMerge entries must be strings")
         inline = "\n" in entry or ":" in entry
-        text, where = (entry.encode(), source) if inline else (read(entry), _joined(source, entry))
+        text, where = (
+            (entry.encode(), source)
+            if inline
+            else (read(entry), kustomization.beside(source, entry))
+        )
         for document in _documents(text, where, limits):
             if document is None:
                 continue
@@ -259,13 +270,8 @@ def apply_json6902_list(
         if not isinstance(entry, dict) or not isinstance(entry.get("target"), dict):
             raise RenderError(source, "each patchesJson6902 entry needs a target")
         text, where = _patch_text(entry, source, read)
-        where_name = where if where == source else _joined(source, where)
+        where_name = where if where == source else kustomization.beside(source, where)
         documents = [d for d in _documents(text, where_name, limits) if d is not None]
         operations = documents[0] if len(documents) == 1 else documents
         for resource in select(resources, entry["target"], where_name):
             _apply_json6902(resource, operations, where_name)
-
-
-def _joined(kustomization: str, relative: str) -> str:
-    directory = kustomization.rpartition("/")[0]
-    return f"{directory}/{relative}" if directory else relative

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rciots.controller import goscalar, yamlsafe
-from rciots.controller.render import documents, links, selectors
+from rciots.controller.render import documents, kustomization, links, selectors
 from rciots.controller.render.api import RenderError
 from rciots.controller.render.resource import ResId, Resource
 
@@ -244,8 +244,7 @@ def apply(
         if not isinstance(entry, dict):
             raise RenderError(source, "each replacements entry must be a mapping")
         if "path" in entry:
-            directory = source.rpartition("/")[0]
-            where = f"{directory}/{entry['path']}" if directory else entry["path"]
+            where = kustomization.beside(source, entry["path"])
             try:
                 loaded = documents.load(read(entry["path"]), limits)
             except yamlsafe.YamlError as exc:

@@ -132,18 +132,9 @@ class Resource:
     _gvk_cache: tuple[tuple[Any, Any], Gvk] | None = field(default=None, repr=False, compare=False)
 
     def copy(self) -> Resource:
-        return Resource(
-            copy_data(self.data),
-            self.source,
-            list(self.previous),
-            list(self.prefixes),
-            list(self.suffixes),
-            self.needs_hash,
-            self.behavior,
-            self.origin,
-            list(self.transformations),
-            [list(group) for group in self.links],
-        )
+        twin = self.copy_without_data()
+        twin.data = copy_data(self.data)
+        return twin
 
     def copy_without_data(self) -> Resource:
         """The tracking fields only (the caller supplies data)."""
