@@ -71,6 +71,7 @@ class Cache:
     def __init__(self) -> None:
         self.bases: dict[str, tuple[dict[str, bytes | None], list[tuple[Resource, str]]]] = {}
         self._source: MappingSource | None = None
+        self.seen: set[str] = set()
 
     def source_for(self, snapshot: Mapping[str, bytes]) -> MappingSource:
         """One source per snapshot, so its folder index is built once."""
@@ -95,6 +96,11 @@ class Cache:
         return copies
 
     def store(self, directory: str, inputs: dict[str, bytes | None], built: list[Resource]) -> None:
+        # a base is kept from its second build on: templates are shared by many devices,
+        # while a device's own overlay is built once
+        if directory not in self.seen:
+            self.seen.add(directory)
+            return
         # kept as JSON text: json.loads makes a fresh copy several times faster than a
         # Python-level deep copy, and the data is JSON-like by construction
         self.bases[directory] = (
