@@ -8,15 +8,23 @@ failed, 2 usage errors (argparse's own convention).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
-from rciots.controller import cmd_device, cmd_kustomize, cmd_token, cmd_validate
-
 __all__ = ["build_parser", "main"]
 
+# command -> its module; only the module of the command being run is imported, so that
+# `rciots kustomize build` does not pay for the schemas or the round-trip YAML editor
+COMMANDS = {
+    "validate": "cmd_validate",
+    "token": "cmd_token",
+    "device": "cmd_device",
+    "kustomize": "cmd_kustomize",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rciots",
         description=(
@@ -26,14 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (cmd_validate, cmd_token, cmd_device, cmd_kustomize):
-        module.register(commands)
+    for name in only or COMMANDS:
+        importlib.import_module(f"rciots.controller.{COMMANDS[name]}").register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    chosen = arguments[:1] if arguments and arguments[0] in COMMANDS else None
+    parser = build_parser(chosen)
+    args = parser.parse_args(arguments)
     result: int = args.func(args)
     return result
 
