@@ -21,6 +21,8 @@ COMMANDS = {
     "token": "cmd_token",
     "device": "cmd_device",
     "kustomize": "cmd_kustomize",
+    "render": "cmd_render",
+    "diff": "cmd_render",
 }
 
 
@@ -34,8 +36,8 @@ def build_parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in only or COMMANDS:
-        importlib.import_module(f"rciots.controller.{COMMANDS[name]}").register(commands)
+    for module in dict.fromkeys(COMMANDS[name] for name in only or COMMANDS):
+        importlib.import_module(f"rciots.controller.{module}").register(commands)
     return parser
 
 
