@@ -4,9 +4,8 @@ and the desired-state rules behind them."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,21 +17,8 @@ OVERLAY = "tenants/acme-sensors/devices/berlin-gw-01/kustomization.yaml"
 TEMPLATE = "tenants/acme-sensors/templates/mqtt-edge/mqtt-broker.yaml"
 
 
-def git(repo: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.invalid",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.invalid",
-    }
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=env
-    ).stdout
-
-
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
+def repo(tmp_path: Path, git: Callable[..., str]) -> Path:
     root = Path(shutil.copytree(EXAMPLE, tmp_path / "fleet"))
     git(root, "init", "-q", "-b", "main")
     git(root, "add", "-A")
@@ -40,7 +26,7 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
-def commit_change(repo: Path, path: str, old: str, new: str) -> None:
+def commit_change(git: Callable[..., str], repo: Path, path: str, old: str, new: str) -> None:
     target = repo / path
     text = target.read_text()
     assert old in text
@@ -54,9 +40,9 @@ def diff_json(repo: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict
 
 
 def test_one_overlay_change_lists_exactly_that_device(
-    repo: Path, capsys: pytest.CaptureFixture[str]
+    repo: Path, capsys: pytest.CaptureFixture[str], git: Callable[..., str]
 ) -> None:
-    commit_change(repo, OVERLAY, "newTag:", 'newTag: "9.9.9"\n    # was:')
+    commit_change(git, repo, OVERLAY, "newTag:", 'newTag: "9.9.9"\n    # was:')
     code, result = diff_json(repo, capsys)
     assert code == 0
     assert result["changed"] == [
@@ -66,9 +52,11 @@ def test_one_overlay_change_lists_exactly_that_device(
 
 
 def test_a_template_change_lists_only_devices_of_its_tenant(
-    repo: Path, capsys: pytest.CaptureFixture[str]
+    repo: Path, capsys: pytest.CaptureFixture[str], git: Callable[..., str]
 ) -> None:
-    commit_change(repo, TEMPLATE, "name: mqtt-broker", "name: mqtt-broker\n  annotations: {x: y}")
+    commit_change(
+        git, repo, TEMPLATE, "name: mqtt-broker", "name: mqtt-broker\n  annotations: {x: y}"
+    )
     code, result = diff_json(repo, capsys)
     assert code == 0
     changed = result["changed"]
@@ -79,9 +67,9 @@ def test_a_template_change_lists_only_devices_of_its_tenant(
 
 
 def test_a_device_that_fails_to_render_at_head_exits_1(
-    repo: Path, capsys: pytest.CaptureFixture[str]
+    repo: Path, capsys: pytest.CaptureFixture[str], git: Callable[..., str]
 ) -> None:
-    commit_change(repo, OVERLAY, "resources:", "resources:\n  - missing.yaml")
+    commit_change(git, repo, OVERLAY, "resources:", "resources:\n  - missing.yaml")
     code, result = diff_json(repo, capsys)
     assert code == 1
     assert result["failed"] == [
@@ -93,8 +81,10 @@ def test_a_device_that_fails_to_render_at_head_exits_1(
     ]
 
 
-def test_text_diff_shows_the_changed_lines(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    commit_change(repo, OVERLAY, "newTag:", 'newTag: "9.9.9"\n    # was:')
+def test_text_diff_shows_the_changed_lines(
+    repo: Path, capsys: pytest.CaptureFixture[str], git: Callable[..., str]
+) -> None:
+    commit_change(git, repo, OVERLAY, "newTag:", 'newTag: "9.9.9"\n    # was:')
     assert cli.main(["diff", str(repo), "HEAD~1", "HEAD"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("1 of 8 device(s) change between HEAD~1 and HEAD: acme-sensors 1\n")

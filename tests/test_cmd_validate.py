@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,20 +16,6 @@ TENANT = "apiVersion: rciots.io/v1\nkind: Tenant\nmetadata:\n  name: acme\n"
 DEVICE = (
     "apiVersion: rciots.io/v1\nkind: Device\nmetadata:\n  name: gw-1\nspec:\n  approved: true\n"
 )
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.invalid",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.invalid",
-    }
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=env
-    )
-    return done.stdout
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -107,7 +92,7 @@ def test_symlinks_are_refused_not_followed(
 
 
 def test_a_git_revision_is_checked_not_the_working_tree(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], git: Callable[..., str]
 ) -> None:
     repo = write(
         tmp_path,
@@ -131,7 +116,9 @@ def test_a_git_revision_is_checked_not_the_working_tree(
     assert cli.main(["validate", "--rev", "HEAD", str(repo)]) == 1
 
 
-def test_symlink_in_a_commit_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_symlink_in_a_commit_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], git: Callable[..., str]
+) -> None:
     repo = write(tmp_path, {"tenants/acme/tenant.yaml": TENANT})
     (repo / "tenants/acme/fleets").mkdir()
     (repo / "tenants/acme/fleets/x.yaml").symlink_to("/etc/passwd")
@@ -164,7 +151,9 @@ def test_usage_errors_exit_2(
     assert message in capsys.readouterr().err
 
 
-def test_unknown_revision_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_revision_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], git: Callable[..., str]
+) -> None:
     write(tmp_path, {"tenants/acme/tenant.yaml": TENANT})
     git(tmp_path, "init", "-q")
     assert cli.main(["validate", "--rev", "no-such-branch", str(tmp_path)]) == 2
