@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rciots.controller.render.resource import copy_data
+
 __all__ = ["PatchError", "apply"]
 
 _MISSING = object()
@@ -105,14 +107,6 @@ def _value(document: Any, parts: list[str], op: str, path: str) -> Any:
     return current
 
 
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
-
-
 def apply(document: dict[str, Any], operations: list[Any]) -> None:
     """Apply ``operations`` to ``document`` in place."""
     for operation in operations:
@@ -122,23 +116,23 @@ def apply(document: dict[str, Any], operations: list[Any]) -> None:
         path = operation.get("path")
         parts = _pointer(path, str(op))
         if op == "add":
-            _add(document, parts, _copy(operation.get("value")), op, str(path))
+            _add(document, parts, copy_data(operation.get("value")), op, str(path))
         elif op == "remove":
             _remove(document, parts, op, str(path))
         elif op == "replace":
             container = _parent(document, parts, op, str(path))
             if isinstance(container, list):
                 index = _remove_index(container, parts[-1], str(path))
-                container[index] = _copy(operation.get("value"))
+                container[index] = copy_data(operation.get("value"))
             else:  # a missing key in a mapping is set, not refused
-                container[parts[-1]] = _copy(operation.get("value"))
+                container[parts[-1]] = copy_data(operation.get("value"))
         elif op in ("move", "copy"):
             source = _pointer(operation.get("from"), op)
             source_path = str(operation.get("from"))
             if op == "move":
                 value = _remove(document, source, op, source_path)
             else:
-                value = _copy(_value(document, source, op, source_path))
+                value = copy_data(_value(document, source, op, source_path))
             _add(document, parts, value, op, str(path))
         elif op == "test":
             actual = _value(document, parts, op, str(path))

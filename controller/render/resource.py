@@ -131,11 +131,6 @@ class Resource:
     links: list[list[LinkPath]] = field(default_factory=list)  # see links.py
     _gvk_cache: tuple[tuple[Any, Any], Gvk] | None = field(default=None, repr=False, compare=False)
 
-    def copy(self) -> Resource:
-        twin = self.copy_without_data()
-        twin.data = copy_data(self.data)
-        return twin
-
     def copy_without_data(self) -> Resource:
         """The tracking fields only (the caller supplies data)."""
         return Resource(
