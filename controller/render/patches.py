@@ -59,13 +59,6 @@ def strategic_merge(resource: Resource, patch: dict[str, Any], options: dict[str
 # -- targets ------------------------------------------------------------------------------
 
 
-def _label_selector_matches(selector: str, labels: dict[str, str], where: str = "") -> bool:
-    try:
-        return selectors.matches(selector, labels)
-    except ValueError as exc:
-        raise RenderError(where, f"label selector {selector!r}: {exc}") from None
-
-
 def _regex_matches(pattern: str, value: str) -> bool:
     try:
         return re.fullmatch(f"(?:{pattern})", value) is not None
@@ -99,15 +92,11 @@ def select(resources: list[Resource], target: dict[str, Any], source: str) -> li
             )
         ):
             continue
-        meta = resource.metadata
-        labels = target.get("labelSelector")
-        if labels and not _label_selector_matches(labels, meta.get("labels") or {}, source):
-            continue
-        annotations = target.get("annotationSelector")
-        if annotations and not _label_selector_matches(
-            annotations, meta.get("annotations") or {}, source
-        ):
-            continue
+        try:
+            if not selectors.object_matches(resource.metadata, target):
+                continue
+        except ValueError as exc:
+            raise RenderError(source, f"target of a patch: {exc}") from None
         chosen.append(resource)
     return chosen
 

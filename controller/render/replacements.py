@@ -50,17 +50,10 @@ def _ids(resource: Resource) -> list[ResId]:
 
 
 def _matches_selectors(resource: Resource, selector: dict[str, Any], where: str) -> bool:
-    meta = resource.metadata
-    for key, field in (("labelSelector", "labels"), ("annotationSelector", "annotations")):
-        text = selector.get(key)
-        if not text:
-            continue
-        try:
-            if not selectors.matches(text, meta.get(field) or {}):
-                return False
-        except ValueError as exc:
-            raise RenderError(where, f"{key} {text!r}: {exc}") from None
-    return True
+    try:
+        return selectors.object_matches(resource.metadata, selector)
+    except ValueError as exc:
+        raise RenderError(where, f"replacements: {exc}") from None
 
 
 def _key(part: str) -> str:

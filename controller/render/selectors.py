@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Requirement", "matches", "parse"]
+__all__ = ["Requirement", "matches", "object_matches", "parse"]
 
 _TOKEN = re.compile(r"\s*(==|!=|=|!|\(|\)|,|[A-Za-z0-9][-A-Za-z0-9_./]*|\S)")
 
@@ -95,3 +95,19 @@ def parse(text: str) -> list[Requirement]:
 
 def matches(text: str, labels: Mapping[str, str]) -> bool:
     return all(requirement.holds(labels) for requirement in parse(text))
+
+
+def object_matches(metadata: Mapping[str, object], target: Mapping[str, object]) -> bool:
+    """Whether an object's labels and annotations satisfy a target's ``labelSelector`` and
+    ``annotationSelector`` (absent ones match everything); ValueError for a malformed one."""
+    for key, field in (("labelSelector", "labels"), ("annotationSelector", "annotations")):
+        text = target.get(key)
+        values = metadata.get(field)
+        if not text:
+            continue
+        try:
+            if not matches(str(text), values if isinstance(values, dict) else {}):
+                return False
+        except ValueError as exc:
+            raise ValueError(f"{key} {text!r}: {exc}") from None
+    return True
