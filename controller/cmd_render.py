@@ -63,15 +63,11 @@ class _UsageError(Exception):
 
 
 def _read(repo: Path, rev: str | None) -> tuple[snapshots.Snapshot, list[Any], str]:
-    if not repo.is_dir():
-        raise _UsageError(f"{repo} is not a directory")
-    if rev is None:
-        snapshot, problems = snapshots.read_worktree(repo)
-        return snapshot, problems, "working tree"
     try:
-        return snapshots.read_git_revision(repo, rev)
+        snapshot, problems, commit = snapshots.read(repo, rev)
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
+    return snapshot, problems, commit or "working tree"
 
 
 def _state(

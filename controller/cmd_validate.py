@@ -56,19 +56,12 @@ def run(args: argparse.Namespace) -> int:
     from rciots.controller import loader, snapshots
 
     root: Path = args.path
-    if not root.is_dir():
-        print(f"rciots: error: {root} is not a directory", file=sys.stderr)
+    try:
+        snapshot, problems, commit = snapshots.read(root, args.rev)
+    except ValueError as exc:
+        print(f"rciots: error: {exc}", file=sys.stderr)
         return 2
-    if args.rev is not None:
-        try:
-            snapshot, problems, commit = snapshots.read_git_revision(root, args.rev)
-        except ValueError as exc:
-            print(f"rciots: error: {exc}", file=sys.stderr)
-            return 2
-        checked = f"{args.rev} ({commit[:12]})"
-    else:
-        snapshot, problems = snapshots.read_worktree(root)
-        checked = str(root)
+    checked = f"{args.rev} ({commit[:12]})" if commit is not None else str(root)
     result = loader.load(snapshot)
     diagnostics = sorted(problems + result.diagnostics)
     sys.stdout.write(report.format_diagnostics(diagnostics, args.format))

@@ -16,7 +16,7 @@ from pathlib import Path
 from rciots.controller import layout
 from rciots.controller.diagnostics import Diagnostic
 
-__all__ = ["MAX_FILE_BYTES", "Snapshot", "read_git_revision", "read_worktree"]
+__all__ = ["MAX_FILE_BYTES", "Snapshot", "read", "read_git_revision", "read_worktree"]
 
 Snapshot = dict[str, bytes]
 # Larger than any file a fleet repo needs; the YAML reader has its own, smaller limit.
@@ -89,3 +89,15 @@ def read_git_revision(repository: Path, revision: str) -> tuple[Snapshot, list[D
         else:
             problems.append(Diagnostic(path, 1, 1, "submodules are not allowed in a fleet repo"))
     return snapshot, problems, str(commit.id)
+
+
+def read(repository: Path, revision: str | None) -> tuple[Snapshot, list[Diagnostic], str | None]:
+    """The working tree (``revision`` None) or a Git revision of the repo at ``repository``:
+    the snapshot, its problems and the commit id (None for a working tree). ValueError with a
+    message for a missing directory, a path outside Git or an unknown revision."""
+    if not repository.is_dir():
+        raise ValueError(f"{repository} is not a directory")
+    if revision is None:
+        snapshot, problems = read_worktree(repository)
+        return snapshot, problems, None
+    return read_git_revision(repository, revision)
