@@ -62,7 +62,7 @@ class _UsageError(Exception):
     pass
 
 
-def _read(repo: Path, rev: str | None) -> tuple[snapshots.Snapshot, list[Any], str]:
+def _read(repo: Path, rev: str | None) -> tuple[snapshots.Files, list[Any], str]:
     try:
         snapshot, problems, commit = snapshots.read(repo, rev)
     except ValueError as exc:

@@ -1,24 +1,28 @@
-"""Snapshot readers for the command line: a working tree or a Git revision -> path -> bytes.
+"""Snapshots: what the source hands on (``Snapshot``), and readers for the command line.
 
-The loader and renderer are pure and take a snapshot; these two functions are the I/O that
-makes one for ``rciots validate`` (the controller's own Git source, with mirroring and
-change detection, is a separate part). Only ``tenants/`` is read. Symlinks are reported and
-never followed, in a working tree and in a commit alike: the load restrictor of the renderer
-must never be sidestepped by a link, so the repo is refused before it gets that far.
+A snapshot is the fleet repo's ``tenants/`` at one revision as path -> bytes. The loader and
+renderer are pure and take one; ``read_worktree`` and ``read_git_revision`` are the I/O that
+makes one for ``rciots validate``, ``render`` and ``diff`` (the controller's own Git source,
+with mirroring and change detection, builds ``Snapshot`` objects incrementally). Only
+``tenants/`` is read. Symlinks are reported and never followed, in a working tree and in a
+commit alike: the load restrictor of the renderer must never be sidestepped by a link, so the
+repo is refused before it gets that far.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from rciots.controller import layout
 from rciots.controller.diagnostics import Diagnostic
 
-__all__ = ["MAX_FILE_BYTES", "Snapshot", "read", "read_git_revision", "read_worktree"]
+__all__ = ["MAX_FILE_BYTES", "Files", "Snapshot", "read", "read_git_revision", "read_worktree"]
 
-Snapshot = dict[str, bytes]
+Files = dict[str, bytes]  # repo-relative path under tenants/ -> content
 # Larger than any file a fleet repo needs; the YAML reader has its own, smaller limit.
 MAX_FILE_BYTES = 8 * 1024 * 1024
 
@@ -29,9 +33,22 @@ _SYMLINK = (
 _TOO_LARGE = f"file is larger than {MAX_FILE_BYTES} bytes; fleet repo files must be smaller"
 
 
-def read_worktree(root: Path) -> tuple[Snapshot, list[Diagnostic]]:
+@dataclass(frozen=True)
+class Snapshot:
+    """The fleet repo at one revision, as the controller's source hands it on. Immutable:
+    ``files`` is never changed after the snapshot is made (a newer snapshot is a new object,
+    which may share the unchanged bytes objects of the previous one)."""
+
+    revision: str  # a commit id, or "worktree:<sha256>" for a working tree in development
+    files: Mapping[str, bytes]  # tenants/... -> content
+    problems: tuple[Diagnostic, ...] = ()  # files refused while reading (symlinks, size)
+    # paths added, changed or removed since the previous snapshot; None: no previous one
+    changed: frozenset[str] | None = None
+
+
+def read_worktree(root: Path) -> tuple[Files, list[Diagnostic]]:
     """Read ``root/tenants`` of a working tree without following symlinks."""
-    snapshot: Snapshot = {}
+    snapshot: Files = {}
     problems: list[Diagnostic] = []
     top = root / layout.TENANTS_DIR
     if top.is_symlink():
@@ -51,7 +68,7 @@ def read_worktree(root: Path) -> tuple[Snapshot, list[Diagnostic]]:
     return snapshot, problems
 
 
-def read_git_revision(repository: Path, revision: str) -> tuple[Snapshot, list[Diagnostic], str]:
+def read_git_revision(repository: Path, revision: str) -> tuple[Files, list[Diagnostic], str]:
     """Read ``tenants/`` of ``revision`` in the Git repository at (or above) ``repository``.
 
     Returns the snapshot, its problems and the full commit id. Raises ValueError with a
@@ -67,7 +84,7 @@ def read_git_revision(repository: Path, revision: str) -> tuple[Snapshot, list[D
         commit = repo.revparse_single(revision).peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
         raise ValueError(f"revision {revision!r} not found in {repository}") from None
-    snapshot: Snapshot = {}
+    snapshot: Files = {}
     problems: list[Diagnostic] = []
     try:
         top = commit.tree / layout.TENANTS_DIR
@@ -91,7 +108,7 @@ def read_git_revision(repository: Path, revision: str) -> tuple[Snapshot, list[D
     return snapshot, problems, str(commit.id)
 
 
-def read(repository: Path, revision: str | None) -> tuple[Snapshot, list[Diagnostic], str | None]:
+def read(repository: Path, revision: str | None) -> tuple[Files, list[Diagnostic], str | None]:
     """The working tree (``revision`` None) or a Git revision of the repo at ``repository``:
     the snapshot, its problems and the commit id (None for a working tree). ValueError with a
     message for a missing directory, a path outside Git or an unknown revision."""
