@@ -12,6 +12,10 @@ others. An object whose file has errors is left out of the model; a tenant whose
 has errors is left out whole (its other files are still checked). Cross-references (templates
 named by devices, tokens and fleets; fleets selecting a device) are checked last; an object
 with a broken reference stays in the model with no workload.
+
+The controller loads every new revision; a ``LoadMemo`` carried from one load to the next
+makes that incremental: a file whose bytes did not change is not parsed again, and a tenant
+none of whose model files (and no path) changed is not assembled again.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from typing import Any
 from rciots.controller import fleet, layout, names, schemas, timestamps, yamlsafe
 from rciots.controller.diagnostics import Diagnostic, Severity, count_errors
 
-__all__ = ["LoadResult", "load"]
+__all__ = ["LoadMemo", "LoadResult", "load"]
 
 _YAML_SUFFIXES = (".yaml", ".yml")
+_DEVICE_FILES = frozenset("device" + suffix for suffix in _YAML_SUFFIXES)
 _DOCS = "docs/fleet-repo.md"
 
 
@@ -39,6 +44,28 @@ class LoadResult:
     @property
     def ok(self) -> bool:
         return count_errors(self.diagnostics) == 0
+
+
+@dataclass
+class _TenantLoad:
+    """One tenant's earlier load: valid while its paths and model files are the same."""
+
+    paths: list[str]
+    model_files: dict[str, bytes]
+    model: fleet.TenantModel | None
+    diagnostics: list[Diagnostic]
+
+
+@dataclass
+class LoadMemo:
+    """What earlier loads found, to be passed to the next ``load`` of a newer snapshot."""
+
+    objects: dict[tuple[str, str, str, str], tuple[bytes, _Object | None, list[Diagnostic]]] = (
+        field(default_factory=dict)
+    )
+    tenants: dict[str, _TenantLoad] = field(default_factory=dict)
+    # typed objects made from parsed ones, by (path, variant)
+    built: dict[tuple[str, str | None], tuple[_Object, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,39 +108,42 @@ def _yaml_stem(filename: str) -> str | None:
 
 def _classify(tenant: str, paths: list[str]) -> _TenantFiles:
     files = _TenantFiles()
-    prefix = layout.tenant_dir(tenant) + "/"
+    start = len(layout.tenant_dir(tenant)) + 1
     for path in sorted(paths):
-        parts = path[len(prefix) :].split("/")
-        head, rest = parts[0], parts[1:]
-        stem = _yaml_stem(parts[-1])
-        if parts[-1].lower().endswith(".md"):
+        parts = path[start:].split("/")
+        head, depth, last = parts[0], len(parts), parts[-1]
+        if head == "devices" and depth == 3 and last in _DEVICE_FILES:
+            files.devices[parts[1]].append(path)  # the common case first: fleets are devices
+        elif last.lower().endswith(".md"):
             continue  # documentation may sit anywhere
-        if not rest and stem == "tenant":
+        elif depth == 1 and _yaml_stem(last) == "tenant":
             files.tenant.append(path)
-        elif head == "tokens" and len(rest) == 1 and stem:
-            files.tokens[stem].append(path)
-        elif head == "fleets" and len(rest) == 1 and stem:
-            files.fleets[stem].append(path)
-        elif head == "devices" and len(rest) == 2 and _yaml_stem(rest[1]) == "device":
-            files.devices[rest[0]].append(path)
-        elif head == "devices" and len(rest) == 2 and rest[1] in layout.KUSTOMIZATION_NAMES:
-            files.overlays[rest[0]].append(path)
-        elif head == "devices" and len(rest) >= 2:
-            files.device_dirs[rest[0]].append(path)  # inputs of the device's overlay
-        elif head == "templates" and len(rest) == 2 and rest[1] in layout.KUSTOMIZATION_NAMES:
-            files.templates[rest[0]].append(path)
-        elif head == "templates" and len(rest) >= 2:
-            files.template_dirs[rest[0]].append(path)
+        elif head == "tokens" and depth == 2 and _yaml_stem(last):
+            files.tokens[_yaml_stem(last) or ""].append(path)
+        elif head == "fleets" and depth == 2 and _yaml_stem(last):
+            files.fleets[_yaml_stem(last) or ""].append(path)
+        elif head == "devices" and depth == 3 and last in layout.KUSTOMIZATION_NAMES:
+            files.overlays[parts[1]].append(path)
+        elif head == "devices" and depth >= 3:
+            files.device_dirs[parts[1]].append(path)  # inputs of the device's overlay
+        elif head == "templates" and depth == 3 and last in layout.KUSTOMIZATION_NAMES:
+            files.templates[parts[1]].append(path)
+        elif head == "templates" and depth >= 3:
+            files.template_dirs[parts[1]].append(path)
         else:
             files.unexpected.append(path)
     return files
 
 
 class _Loader:
-    def __init__(self, snapshot: Mapping[str, bytes], limits: yamlsafe.Limits) -> None:
+    def __init__(
+        self, snapshot: Mapping[str, bytes], limits: yamlsafe.Limits, memo: LoadMemo
+    ) -> None:
         self.snapshot = snapshot
         self.limits = limits
+        self.memo = memo
         self.diagnostics: list[Diagnostic] = []
+        self.model_files: dict[str, bytes] = {}  # of the tenant being loaded
 
     def report(
         self,
@@ -149,16 +179,39 @@ class _Loader:
             )
         tenants: dict[str, fleet.TenantModel] = {}
         for tenant_name in sorted(by_tenant):
-            model = self.load_tenant(tenant_name, by_tenant[tenant_name])
+            model = self.load_tenant_once(tenant_name, by_tenant[tenant_name])
             if model is not None:
                 tenants[tenant_name] = model
+        self.forget_removed(by_tenant)
         self.check_unique_secrets(tenants)
         self.diagnostics.sort()
         return LoadResult(fleet.FleetModel(tenants), self.diagnostics)
 
+    def forget_removed(self, tenants: Mapping[str, list[str]]) -> None:
+        for gone in set(self.memo.tenants) - set(tenants):
+            del self.memo.tenants[gone]
+        snapshot = self.snapshot
+        for key in [key for key in self.memo.objects if key[0] not in snapshot]:
+            del self.memo.objects[key]
+        for built in [built for built in self.memo.built if built[0] not in snapshot]:
+            del self.memo.built[built]
+
     # -- one file -------------------------------------------------------------------------
 
     def read_object(self, path: str, kind: str, name: str, tenant: str) -> _Object | None:
+        content = self.snapshot[path]
+        self.model_files[path] = content
+        key = (path, kind, name, tenant)
+        known = self.memo.objects.get(key)
+        if known is not None and (known[0] is content or known[0] == content):
+            self.diagnostics.extend(known[2])
+            return known[1]
+        before = len(self.diagnostics)
+        obj = self.parse_object(path, kind, name, tenant)
+        self.memo.objects[key] = (content, obj, self.diagnostics[before:])
+        return obj
+
+    def parse_object(self, path: str, kind: str, name: str, tenant: str) -> _Object | None:
         try:
             documents = yamlsafe.parse(self.snapshot[path], self.limits)
         except yamlsafe.YamlError as exc:
@@ -241,6 +294,24 @@ class _Loader:
 
     # -- one tenant -----------------------------------------------------------------------
 
+    def load_tenant_once(self, tenant: str, paths: list[str]) -> fleet.TenantModel | None:
+        """``load_tenant``, or its earlier result when nothing it depends on changed."""
+        known = self.memo.tenants.get(tenant)
+        if known is not None and known.paths == paths:
+            snapshot = self.snapshot
+            if all(
+                snapshot[p] is data or snapshot[p] == data for p, data in known.model_files.items()
+            ):
+                self.diagnostics.extend(known.diagnostics)
+                return known.model
+        before = len(self.diagnostics)
+        self.model_files = {}
+        model = self.load_tenant(tenant, paths)
+        self.memo.tenants[tenant] = _TenantLoad(
+            paths, self.model_files, model, self.diagnostics[before:]
+        )
+        return model
+
     def load_tenant(self, tenant: str, paths: list[str]) -> fleet.TenantModel | None:
         files = _classify(tenant, paths)
         for path in files.unexpected:
@@ -291,9 +362,22 @@ class _Loader:
         loaded: dict[str, tuple[Any, _Object]] = {}
         for name in sorted(declared):
             obj = self.read_object(self.read_once(kind, declared[name]), kind, name, tenant)
-            if obj is not None:
-                loaded[name] = (build(obj, tenant, name), obj)
+            if obj is None:
+                continue
+            built = self.built_before(obj)
+            if built is None:
+                built = self.remember(obj, build(obj, tenant, name))
+            loaded[name] = (built, obj)
         return loaded
+
+    def built_before(self, obj: _Object, variant: str | None = None) -> Any:
+        """What was made from this very parsed object (and variant) before, or None."""
+        known = self.memo.built.get((obj.path, variant))
+        return known[1] if known is not None and known[0] is obj else None
+
+    def remember(self, obj: _Object, built: Any, variant: str | None = None) -> Any:
+        self.memo.built[(obj.path, variant)] = (obj, built)
+        return built
 
     def load_templates(self, tenant: str, files: _TenantFiles) -> dict[str, fleet.Template]:
         templates: dict[str, fleet.Template] = {}
@@ -334,7 +418,9 @@ class _Loader:
             overlays = files.overlays.get(name)
             if overlays:
                 overlay = self.read_once("kustomization", _kustomize_order(overlays))
-                device = dataclasses.replace(device, overlay=overlay)
+                device = self.built_before(obj, overlay) or self.remember(
+                    obj, dataclasses.replace(device, overlay=overlay), overlay
+                )
             loaded[name] = (device, obj)
         return loaded
 
@@ -482,7 +568,14 @@ def _fleet(obj: _Object, tenant: str, name: str) -> fleet.Fleet:
 
 
 def load(
-    snapshot: Mapping[str, bytes], limits: yamlsafe.Limits = yamlsafe.DEFAULT_LIMITS
+    snapshot: Mapping[str, bytes],
+    limits: yamlsafe.Limits = yamlsafe.DEFAULT_LIMITS,
+    memo: LoadMemo | None = None,
 ) -> LoadResult:
-    """Load the fleet model of ``snapshot`` (repo-relative path -> bytes)."""
-    return _Loader(snapshot, limits).run()
+    """Load the fleet model of ``snapshot`` (repo-relative path -> bytes).
+
+    ``memo``, passed again with each newer snapshot, keeps what earlier loads parsed: the
+    result is the same as without it, only faster. It must not be shared between different
+    ``limits``.
+    """
+    return _Loader(snapshot, limits, memo if memo is not None else LoadMemo()).run()

@@ -484,3 +484,55 @@ def test_empty_selector_parts_are_refused(selector: str) -> None:
     error = only_error(snapshot(**{"fleets/plant-a.yaml": text}))
     assert error.line == 7
     assert error.message.endswith("or leave " + selector.split(":")[0] + " out")
+
+
+# -- incremental loading (LoadMemo) -------------------------------------------------------
+
+
+def test_memo_gives_the_same_result_as_a_fresh_load_through_a_series_of_changes() -> None:
+    memo = loader.LoadMemo()
+    steps: list[dict[str, bytes]] = []
+    files = snapshot()
+    steps.append(files)
+    changed = dict(files)
+    changed["tenants/acme/devices/gw-1/device.yaml"] = DEVICE.replace("true", "false").encode()
+    steps.append(changed)
+    broken = dict(changed)
+    broken["tenants/acme/fleets/plant-a.yaml"] = b"kind: [\n"
+    steps.append(broken)
+    steps.append(dict(broken))  # unchanged: the broken file is still reported
+    added = dict(broken)
+    added["tenants/acme/devices/gw-2/device.yaml"] = DEVICE.replace("gw-1", "gw-2").encode()
+    added["tenants/acme/devices/gw-2/kustomization.yaml"] = b"resources:\n- ../../templates/edge\n"
+    steps.append(added)
+    removed = {k: v for k, v in added.items() if "/gw-1/" not in k}
+    steps.append(removed)
+    steps.append(snapshot("other"))  # every file of tenant acme gone
+    for step in steps:
+        incremental = loader.load(step, memo=memo)
+        fresh = loader.load(step)
+        assert incremental.model == fresh.model
+        assert incremental.diagnostics == fresh.diagnostics
+    assert set(memo.tenants) == {"other"}
+    assert all(key[0].startswith("tenants/other/") for key in memo.objects)
+
+
+def test_memo_does_not_parse_unchanged_files_again() -> None:
+    memo = loader.LoadMemo()
+    files = snapshot()
+    first = loader.load(files, memo=memo)
+    overlay_changed = dict(files)
+    overlay_changed["tenants/acme/templates/edge/kustomization.yaml"] = b"resources: []\n"
+    again = loader.load(overlay_changed, memo=memo)
+    # the same objects: neither parsed nor assembled again
+    assert again.model.tenants["acme"] is first.model.tenants["acme"]
+    device_changed = dict(files)
+    device_changed["tenants/acme/devices/gw-1/device.yaml"] = DEVICE.replace(
+        "plant-a", "plant-b"
+    ).encode()
+    third = loader.load(device_changed, memo=memo)
+    assert third.model.tenants["acme"] is not first.model.tenants["acme"]
+    assert (
+        third.model.tenants["acme"].tokens["factory"]
+        is first.model.tenants["acme"].tokens["factory"]
+    )
