@@ -412,6 +412,18 @@ def load_resources(path: str, data: bytes, limits: yamlsafe.Limits) -> list[Reso
     return result
 
 
+_LOCAL_CONFIG = "config.kubernetes.io/local-config"
+
+
+def _is_local_config(resource: Resource) -> bool:
+    """Marked as input for the build only, not for the cluster (any value but "false")."""
+    metadata = resource.data.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(annotations, dict) or _LOCAL_CONFIG not in annotations:
+        return False
+    return annotations[_LOCAL_CONFIG] not in ("false", False)
+
+
 def build(
     snapshot: Mapping[str, bytes], entry: str, *, root: str = "", cache: Cache | None = None
 ) -> Rendered:
@@ -448,6 +460,9 @@ def _build(source: Source, entry: str, root: str, cache: Cache | None) -> Render
             resource.remember_id()
             resource.set_name(f"{resource.name}-{generators.name_hash(resource)}")
     nameref.fix_references(resources)
+    # only the top build drops local configuration: bases keep it, so that it can feed the
+    # replacements of any kustomization above them
+    resources = [r for r in resources if not _is_local_config(r)]
     ordered = ordering.sort(resources, top.get_map("sortOptions"), top.path)
     provenance.annotate(ordered, [str(o) for o in build_metadata], top.path)
     for resource in ordered:
