@@ -3,21 +3,25 @@
 Position in the flow: snapshot -> fleet model -> **desired** (one render per device) ->
 connector / status / `rciots diff`. Pure: a snapshot and its loaded model in, one
 ``DeviceRender`` per device out. Each render reads only its tenant's directory (the render
-root) and records the files it read, so that after a commit only devices whose inputs changed
-are rendered again (``affected``).
+root) plus the device's identity folder (``identity``), and records the files it read, so that
+after a commit only devices whose inputs changed are rendered again (``affected``). The
+tenant policy, when given, runs on each rendered result: a violation fails the render.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from rciots.controller import fleet, layout, render
+from rciots.controller import fleet, identity, layout, render
 from rciots.controller.render import engine
 
-__all__ = ["DeviceKey", "DeviceRender", "affected", "render_devices"]
+__all__ = ["DeviceKey", "DeviceRender", "PolicyCheck", "affected", "render_devices"]
 
 DeviceKey = tuple[str, str]  # (tenant, device)
+# (tenant, rendered resources) -> violations (each printable as one line); none: allowed
+PolicyCheck = Callable[[str, Sequence[Mapping[str, Any]]], Sequence[object]]
 
 
 @dataclass(frozen=True)
@@ -36,28 +40,31 @@ class DeviceRender:
 
 
 def _render_one(
-    snapshot: Mapping[str, bytes],
+    source: engine.Source,
     tenant: fleet.TenantModel,
     device: fleet.Device,
     cache: engine.Cache,
+    device_id: str,
+    policy: PolicyCheck | None,
 ) -> DeviceRender:
     name = tenant.tenant.name
     workload = tenant.workload_of(device)
     inputs = frozenset({device.path})
     if workload is None:
         return DeviceRender(name, device.name, None, inputs=inputs)
+    laid = identity.IdentitySource(source, identity.identity_files(device, device_id))
     try:
-        rendered = render.build(snapshot, workload.entry, root=layout.tenant_dir(name), cache=cache)
+        rendered = engine.build_from(
+            laid, workload.entry, root=layout.tenant_dir(name), cache=cache
+        )
     except render.RenderError as exc:
         return DeviceRender(name, device.name, workload.entry, inputs=inputs, error=str(exc))
-    return DeviceRender(
-        name,
-        device.name,
-        workload.entry,
-        rendered.yaml,
-        rendered.digest,
-        rendered.inputs | inputs,
-    )
+    inputs = rendered.inputs - laid.files.keys() | inputs
+    violations = policy(name, rendered.resources) if policy is not None else ()
+    if violations:
+        error = "; ".join(str(v) for v in violations)
+        return DeviceRender(name, device.name, workload.entry, inputs=inputs, error=error)
+    return DeviceRender(name, device.name, workload.entry, rendered.yaml, rendered.digest, inputs)
 
 
 def render_devices(
@@ -66,44 +73,57 @@ def render_devices(
     *,
     only: Iterable[DeviceKey] | None = None,
     cache: engine.Cache | None = None,
+    device_ids: Mapping[DeviceKey, str] | None = None,
+    policy: PolicyCheck | None = None,
 ) -> dict[DeviceKey, DeviceRender]:
-    """Render every device of ``model`` (or those in ``only``) from ``snapshot``."""
+    """Render every device of ``model`` (or those in ``only``) from ``snapshot``.
+
+    ``device_ids`` gives enrolled devices' ids to their identity ConfigMap; ``policy``
+    checks each rendered result.
+    """
     wanted = set(only) if only is not None else None
     cache = cache if cache is not None else engine.Cache()
+    source = cache.source_for(snapshot)
+    ids = device_ids or {}
     renders: dict[DeviceKey, DeviceRender] = {}
     for tenant_name in sorted(model.tenants):
         tenant = model.tenants[tenant_name]
         for device_name in sorted(tenant.devices):
             key = (tenant_name, device_name)
             if wanted is None or key in wanted:
-                renders[key] = _render_one(snapshot, tenant, tenant.devices[device_name], cache)
+                device = tenant.devices[device_name]
+                renders[key] = _render_one(
+                    source, tenant, device, cache, ids.get(key, ""), policy
+                )
     return renders
 
 
 def affected(
     previous: Mapping[DeviceKey, DeviceRender],
+    previous_model: fleet.FleetModel | None,
     model: fleet.FleetModel,
     changed_paths: Iterable[str],
 ) -> set[DeviceKey]:
-    """The devices to render again after ``changed_paths`` changed: those whose previous
-    render read a changed file, and those that are new or were not rendered before.
+    """The devices of ``model`` to render again after ``changed_paths`` changed.
 
-    Fleet and token files decide which template a device gets without being read by its
-    render, so a change to one of them re-renders the devices of its tenant.
+    Those that are new, whose previous render failed (a failed render does not know all it
+    would have read), or whose previous render read a changed file. In a tenant whose model
+    changed (``previous_model`` holds another object for it), also every device whose
+    workload is now another kustomization: fleets, templates and tokens decide which
+    template a device gets without being read by its render.
     """
     changed = set(changed_paths)
-    tenants_touched = {
-        path.split("/")[1]
-        for path in changed
-        if path.startswith(layout.TENANTS_DIR + "/")
-        and path.count("/") >= 2
-        and ("/fleets/" in path or path.endswith(("tenant.yaml", "tenant.yml")))
-    }
     result: set[DeviceKey] = set()
     for tenant_name, tenant in model.tenants.items():
-        for device_name in tenant.devices:
+        before_tenant = previous_model.tenants.get(tenant_name) if previous_model else None
+        same_model = before_tenant is tenant
+        for device_name, device in tenant.devices.items():
             key = (tenant_name, device_name)
             before = previous.get(key)
-            if before is None or tenant_name in tenants_touched or before.inputs & changed:
+            if before is None or not before.ok or not before.inputs.isdisjoint(changed):
                 result.add(key)
+            elif not same_model:
+                workload = tenant.workload_of(device)
+                if (workload.entry if workload else None) != before.entry:
+                    result.add(key)
     return result

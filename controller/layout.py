@@ -8,11 +8,13 @@ from __future__ import annotations
 
 __all__ = [
     "API_VERSION",
+    "IDENTITY_DIR",
     "KUSTOMIZATION_NAMES",
     "TENANTS_DIR",
     "device_dir",
     "device_file",
     "fleet_file",
+    "identity_dir",
     "template_dir",
     "tenant_dir",
     "tenant_file",
@@ -23,6 +25,9 @@ API_VERSION = "rciots.io/v1"
 TENANTS_DIR = "tenants"
 # The file names kustomize accepts for a kustomization, in its order of preference.
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+# In each tenant, a folder the controller provides at render time (never committed): a
+# kustomization holding the rendered device's identity ConfigMap.
+IDENTITY_DIR = "device-identity"
 
 
 def tenant_dir(tenant: str) -> str:
@@ -51,3 +56,7 @@ def fleet_file(tenant: str, name: str) -> str:
 
 def template_dir(tenant: str, name: str) -> str:
     return f"{tenant_dir(tenant)}/templates/{name}"
+
+
+def identity_dir(tenant: str) -> str:
+    return f"{tenant_dir(tenant)}/{IDENTITY_DIR}"

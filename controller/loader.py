@@ -97,6 +97,7 @@ class _TenantFiles:
     templates: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     template_dirs: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     unexpected: list[str] = field(default_factory=list)
+    reserved: list[str] = field(default_factory=list)
 
 
 def _yaml_stem(filename: str) -> str | None:
@@ -130,6 +131,8 @@ def _classify(tenant: str, paths: list[str]) -> _TenantFiles:
             files.templates[parts[1]].append(path)
         elif head == "templates" and depth >= 3:
             files.template_dirs[parts[1]].append(path)
+        elif head == layout.IDENTITY_DIR:
+            files.reserved.append(path)
         else:
             files.unexpected.append(path)
     return files
@@ -321,6 +324,14 @@ class _Loader:
                 "unexpected file: a tenant holds tenant.yaml, tokens/, devices/, fleets/ and "
                 f"templates/ (see {_DOCS}); this file is ignored",
                 "warning",
+            )
+        for path in files.reserved:
+            self.report(
+                path,
+                (1, 1),
+                f"{layout.identity_dir(tenant)}/ is provided by the controller for each "
+                "device's render (its identity ConfigMap) and cannot be committed: remove "
+                f"this file (see {_DOCS})",
             )
         if not self.dir_name_ok("tenant", tenant, sorted(paths)[0]):
             return None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rciots.controller import cli, desired, loader, snapshots
+from rciots.controller import cli
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "fleet-repo-example"
 OVERLAY = "tenants/acme-sensors/devices/berlin-gw-01/kustomization.yaml"
@@ -114,16 +114,3 @@ def test_render_of_an_unknown_device(repo: Path, capsys: pytest.CaptureFixture[s
 def test_unknown_revision_is_a_usage_error(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["diff", str(repo), "HEAD", "no-such-branch"]) == 2
     assert "revision 'no-such-branch' not found" in capsys.readouterr().err
-
-
-def test_only_devices_that_read_a_changed_file_are_rendered_again(repo: Path) -> None:
-    snapshot, _, _ = snapshots.read_git_revision(repo, "HEAD")
-    model = loader.load(snapshot).model
-    before = desired.render_devices(snapshot, model)
-    assert desired.affected(before, model, [OVERLAY]) == {("acme-sensors", "berlin-gw-01")}
-    assert desired.affected(before, model, ["README.md"]) == set()
-    fleet = "tenants/northwind-retail/fleets/stores.yaml"
-    assert {t for t, _ in desired.affected(before, model, [fleet])} == {"northwind-retail"}
-    template = desired.affected(before, model, [TEMPLATE])
-    assert template
-    assert {t for t, _ in template} == {"acme-sensors"}
