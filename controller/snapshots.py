@@ -16,11 +16,24 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rciots.controller import layout
 from rciots.controller.diagnostics import Diagnostic
 
-__all__ = ["MAX_FILE_BYTES", "Files", "Snapshot", "read", "read_git_revision", "read_worktree"]
+if TYPE_CHECKING:
+    import pygit2
+
+__all__ = [
+    "MAX_FILE_BYTES",
+    "Files",
+    "Snapshot",
+    "read",
+    "read_git_entry",
+    "read_git_revision",
+    "read_git_tenants",
+    "read_worktree",
+]
 
 Files = dict[str, bytes]  # repo-relative path under tenants/ -> content
 # Larger than any file a fleet repo needs; the YAML reader has its own, smaller limit.
@@ -31,6 +44,7 @@ _SYMLINK = (
     "replace it with the file it points to"
 )
 _TOO_LARGE = f"file is larger than {MAX_FILE_BYTES} bytes; fleet repo files must be smaller"
+_SUBMODULE = "submodules are not allowed in a fleet repo"
 
 
 @dataclass(frozen=True)
@@ -84,28 +98,53 @@ def read_git_revision(repository: Path, revision: str) -> tuple[Files, list[Diag
         commit = repo.revparse_single(revision).peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
         raise ValueError(f"revision {revision!r} not found in {repository}") from None
+    snapshot, problems = read_git_tenants(repo, commit)
+    return snapshot, problems, str(commit.id)
+
+
+def read_git_tenants(repo: pygit2.Repository, commit: pygit2.Commit) -> tuple[Files, list[Diagnostic]]:
+    """``tenants/`` of ``commit``: every regular file by path, and the entries refused by
+    ``read_git_entry`` as problems. The one tree walk of the snapshot readers and the source."""
+    import pygit2
+
     snapshot: Files = {}
     problems: list[Diagnostic] = []
     try:
         top = commit.tree / layout.TENANTS_DIR
     except KeyError:
-        return snapshot, problems, str(commit.id)
+        return snapshot, problems
     # an explicit stack rather than recursion: tree depth comes from the repo's author
     stack: list[tuple[str, pygit2.Object]] = [(layout.TENANTS_DIR, top)]
     while stack:
         path, obj = stack.pop()
-        if obj.filemode == pygit2.enums.FileMode.LINK:
-            problems.append(Diagnostic(path, 1, 1, _SYMLINK))
-        elif isinstance(obj, pygit2.Tree):
+        if isinstance(obj, pygit2.Tree) and obj.filemode == pygit2.enums.FileMode.TREE:
             stack.extend((f"{path}/{entry.name}", entry) for entry in obj)
-        elif isinstance(obj, pygit2.Blob):
-            if obj.size > MAX_FILE_BYTES:
-                problems.append(Diagnostic(path, 1, 1, _TOO_LARGE))
-            else:
-                snapshot[path] = obj.data
+            continue
+        content = read_git_entry(repo, path, obj.filemode, obj.id)
+        if isinstance(content, Diagnostic):
+            problems.append(content)
         else:
-            problems.append(Diagnostic(path, 1, 1, "submodules are not allowed in a fleet repo"))
-    return snapshot, problems, str(commit.id)
+            snapshot[path] = content
+    return snapshot, problems
+
+
+def read_git_entry(
+    repo: pygit2.Repository, path: str, filemode: int | None, oid: pygit2.Oid
+) -> bytes | Diagnostic:
+    """The rule for one entry of a commit that is not a folder: a regular file's content, or
+    the problem that keeps it out of a snapshot (symbolic link, submodule, too large). The
+    full walk (``read_git_tenants``) and the source's incremental snapshots both use it, so a
+    file is refused the same way however it was read."""
+    import pygit2
+
+    if filemode == pygit2.enums.FileMode.LINK:
+        return Diagnostic(path, 1, 1, _SYMLINK)
+    blob = None if filemode == pygit2.enums.FileMode.COMMIT else repo.get(oid)
+    if not isinstance(blob, pygit2.Blob):
+        return Diagnostic(path, 1, 1, _SUBMODULE)
+    if blob.size > MAX_FILE_BYTES:
+        return Diagnostic(path, 1, 1, _TOO_LARGE)
+    return blob.data
 
 
 def read(repository: Path, revision: str | None) -> tuple[Files, list[Diagnostic], str | None]:
