@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# Test modules share helpers as ``from tests import fleetfiles`` (what mypy sees too), so the
+# repo root must be importable; pytest itself only puts tests/ on the path.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
 GitRunner = Callable[..., str]  # the type of the git fixture
 

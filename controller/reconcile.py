@@ -1,0 +1,182 @@
+"""Reconcile: each snapshot from the source -> the desired table (device -> what it runs).
+
+Position in the flow: source (``snapshots.Snapshot``) -> **reconcile** (loader, per-device
+render, policy) -> desired table -> connector and status writer. Pure: no Git, sockets or
+clock; the controller runs ``Reconciler.apply`` in a worker thread for each new revision.
+
+Incremental: the loader memo re-parses only changed files, and only the devices whose inputs
+intersect the snapshot's changed paths (``desired.affected``) are rendered again; rendered
+bases are shared through one render cache. Failure is contained per device, as Flux keeps
+``lastAttemptedRevision`` apart from ``lastAppliedRevision``: a device whose render fails, or
+whose Device file or tenant no longer loads, keeps its last good desired state and records the
+revision it attempted and why it failed; every other device proceeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from rciots.controller import desired, fleet, layout, loader, snapshots
+from rciots.controller.diagnostics import Diagnostic, count_errors
+from rciots.controller.render import engine
+
+__all__ = ["DesiredState", "Outcome", "Reconciler"]
+
+log = logging.getLogger(__name__)
+
+DeviceKey = desired.DeviceKey
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """What one device should run, and how the last attempt to compute it went."""
+
+    tenant: str
+    device: str
+    revision: str | None  # the revision the manifests were rendered from; None: never good
+    digest: str  # "sha256:..." of the manifests; "" when the device runs nothing
+    manifests: str  # multi-document YAML, as `kustomize build` prints it
+    attempted_revision: str  # the last revision this device was rendered at
+    error: str | None = None  # why attempted_revision failed; None when it gave the above
+
+    @property
+    def failing(self) -> bool:
+        return self.error is not None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile pass did; ``changed`` devices need their new state pushed."""
+
+    revision: str
+    rendered: int  # renders run in this pass
+    changed: tuple[DeviceKey, ...]  # new devices and devices whose digest changed
+    removed: tuple[DeviceKey, ...]  # devices no longer in the repo
+    failed: tuple[DeviceKey, ...]  # devices that failed at this revision (last good kept)
+    diagnostics: tuple[Diagnostic, ...]  # the loader's, for the repo as a whole
+    seconds: float
+
+    @property
+    def errors(self) -> int:
+        return count_errors(list(self.diagnostics))
+
+
+@dataclass
+class Reconciler:
+    """Holds the desired table across snapshots; ``apply`` moves it to a new snapshot.
+
+    ``table`` (the desired table) is replaced, never changed in place, by each pass, so a
+    reader on another thread always sees one consistent table.
+    """
+
+    policy: desired.PolicyCheck | None = None
+    table: Mapping[DeviceKey, DesiredState] = field(default_factory=dict)
+    model: fleet.FleetModel = field(default_factory=fleet.FleetModel)
+    revision: str | None = None
+    _renders: dict[DeviceKey, desired.DeviceRender] = field(default_factory=dict)
+    _memo: loader.LoadMemo = field(default_factory=loader.LoadMemo)
+    _cache: engine.Cache = field(default_factory=engine.Cache)
+
+    def apply(self, snapshot: snapshots.Snapshot) -> Outcome:
+        started = time.perf_counter()
+        result = loader.load(snapshot.files, memo=self._memo)
+        model = result.model
+        if snapshot.changed is None or self.revision is None:
+            wanted = None  # first snapshot: everything
+        else:
+            wanted = desired.affected(self._renders, self.model, model, snapshot.changed)
+        renders = desired.render_devices(
+            snapshot.files, model, only=wanted, cache=self._cache, policy=self.policy
+        )
+        table = dict(self.table)
+        changed, failed = [], []
+        for key, render in renders.items():
+            before = table.get(key)
+            table[key] = _next_state(before, render, snapshot.revision)
+            if render.ok and (before is None or before.digest != render.digest):
+                changed.append(key)
+            if not render.ok:
+                failed.append(key)
+        self._renders.update(renders)
+        missing = [key for key in table if not _in_model(model, key)]
+        removed = _removed(missing, snapshot.files)
+        for key in missing:
+            self._renders.pop(key, None)
+            if key in removed:
+                del table[key]
+            else:
+                table[key] = _not_loaded(table[key], snapshot.revision, result.diagnostics)
+                failed.append(key)
+        self.table, self.model, self.revision = table, model, snapshot.revision
+        diagnostics = tuple(snapshot.problems) + tuple(result.diagnostics)
+        outcome = Outcome(
+            snapshot.revision,
+            len(renders),
+            tuple(sorted(changed)),
+            tuple(sorted(removed)),
+            tuple(sorted(failed)),
+            diagnostics,
+            time.perf_counter() - started,
+        )
+        log.info(
+            "reconciled %s: %d rendered, %d changed, %d removed, %d failing, %d repo errors "
+            "in %.3f s",
+            snapshot.revision[:12],
+            outcome.rendered,
+            len(outcome.changed),
+            len(outcome.removed),
+            len(outcome.failed),
+            outcome.errors,
+            outcome.seconds,
+        )
+        return outcome
+
+
+def _next_state(
+    before: DesiredState | None, render: desired.DeviceRender, revision: str
+) -> DesiredState:
+    if render.ok:
+        if before is not None and before.digest == render.digest and not before.failing:
+            # same output: the device keeps the revision its manifests came from
+            return replace(before, attempted_revision=revision)
+        return DesiredState(
+            render.tenant, render.device, revision, render.digest, render.yaml, revision
+        )
+    if before is None:
+        return DesiredState(render.tenant, render.device, None, "", "", revision, render.error)
+    return replace(before, attempted_revision=revision, error=render.error)
+
+
+def _in_model(model: fleet.FleetModel, key: DeviceKey) -> bool:
+    tenant = model.tenants.get(key[0])
+    return tenant is not None and key[1] in tenant.devices
+
+
+def _removed(missing: list[DeviceKey], files: Mapping[str, bytes]) -> set[DeviceKey]:
+    """The missing devices that were deleted (nothing left of their folder), as opposed to
+    those whose Device file or tenant file no longer loads."""
+    if not missing:
+        return set()
+    present: set[DeviceKey] = set()
+    wanted = set(missing)
+    for path in files:
+        parts = path.split("/", 4)
+        if len(parts) >= 4 and parts[2] == "devices" and (parts[1], parts[3]) in wanted:
+            present.add((parts[1], parts[3]))
+    return wanted - present
+
+
+def _not_loaded(before: DesiredState, revision: str, diagnostics: list[Diagnostic]) -> DesiredState:
+    tenant, device = before.tenant, before.device
+    device_dir = layout.device_dir(tenant, device) + "/"
+    tenant_file = layout.tenant_file(tenant)
+    ours = [
+        d
+        for d in diagnostics
+        if d.severity == "error" and (d.path.startswith(device_dir) or d.path == tenant_file)
+    ]
+    reason = str(ours[0]) if ours else f"{tenant}/{device} no longer loads"
+    return replace(before, attempted_revision=revision, error=reason)
