@@ -1,21 +1,29 @@
 """``rciots validate``: check a fleet repo the way the controller will read it.
 
 Meant for a pull-request check and for the terminal. Reads a working tree (default) or one Git
-revision (``--rev``), loads it with the fleet model loader and prints every problem. Exit 0
-when there are no errors (warnings alone still pass), 1 when there are, 2 on usage errors.
+revision (``--rev``), loads it with the fleet model loader, renders every device's manifests
+as the controller will (with the device identity and the tenant policy) and prints every
+problem. Exit 0 when there are no errors (warnings alone still pass), 1 when there are, 2 on
+usage errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rciots.controller import report
-from rciots.controller.diagnostics import count_errors
+from rciots.controller.diagnostics import Diagnostic, count_errors
 
-__all__ = ["register", "run"]
+if TYPE_CHECKING:
+    from rciots.controller import desired
+
+__all__ = ["register", "render_diagnostics", "run"]
+
+_LISTED = 5  # devices named per render error; the rest are counted
 
 
 def register(commands: Any) -> None:
@@ -24,8 +32,9 @@ def register(commands: Any) -> None:
         help="check a fleet repo (files, schemas, names, references)",
         description=(
             "Check a fleet repo: YAML syntax and limits, the JSON Schema of each kind, names "
-            "against paths, and references between tenants' objects. Prints one line per "
-            "problem as PATH:LINE:COL: MESSAGE. Exit status: 0 valid, 1 invalid, 2 usage error."
+            "against paths, references between tenants' objects, and every device's render "
+            "(Kustomize build and tenant policy). Prints one line per problem as "
+            "PATH:LINE:COL: MESSAGE. Exit status: 0 valid, 1 invalid, 2 usage error."
         ),
     )
     parser.add_argument(
@@ -53,7 +62,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here: the schemas (jsonschema) and Git (pygit2) are not needed by other commands
-    from rciots.controller import loader, snapshots
+    from rciots.controller import desired, loader, snapshots
 
     root: Path = args.path
     try:
@@ -63,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     checked = f"{args.rev} ({commit[:12]})" if commit is not None else str(root)
     result = loader.load(snapshot)
-    diagnostics = sorted(problems + result.diagnostics)
+    renders = desired.render_devices(snapshot, result.model)
+    diagnostics = sorted(problems + result.diagnostics + render_diagnostics(renders))
     sys.stdout.write(report.format_diagnostics(diagnostics, args.format))
     errors = count_errors(diagnostics)
     warnings = len(diagnostics) - errors
@@ -77,3 +87,23 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"{checked}: valid ({counts}; {warnings} warning(s))", file=sys.stderr)
     return 0
+
+
+def render_diagnostics(
+    renders: Mapping[desired.DeviceKey, desired.DeviceRender],
+) -> list[Diagnostic]:
+    """One error per distinct render failure (a broken template fails all its devices alike),
+    naming the devices it fails."""
+    failing: dict[tuple[str, str], list[str]] = {}
+    for (tenant, device), render in sorted(renders.items()):
+        if render.error is not None:
+            failing.setdefault((render.error_path, render.error), []).append(f"{tenant}/{device}")
+    diagnostics = []
+    for (path, error), devices in failing.items():
+        named = ", ".join(devices[:_LISTED])
+        more = f" and {len(devices) - _LISTED} more" if len(devices) > _LISTED else ""
+        message = error.removeprefix(f"{path}: ") if path else error
+        diagnostics.append(
+            Diagnostic(path or "tenants", 1, 1, f"{message} (rendering {named}{more})")
+        )
+    return diagnostics

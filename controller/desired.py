@@ -33,6 +33,7 @@ class DeviceRender:
     digest: str = ""
     inputs: frozenset[str] = frozenset()
     error: str | None = None
+    error_path: str = ""  # the file the error is about (a kustomization, a manifest)
 
     @property
     def ok(self) -> bool:
@@ -58,13 +59,29 @@ def _render_one(
             laid, workload.entry, root=layout.tenant_dir(name), cache=cache
         )
     except render.RenderError as exc:
-        return DeviceRender(name, device.name, workload.entry, inputs=inputs, error=str(exc))
+        return DeviceRender(
+            name, device.name, workload.entry, inputs=inputs, error=str(exc), error_path=exc.path
+        )
     inputs = rendered.inputs - laid.files.keys() | inputs
     violations = policy(name, rendered.resources) if policy is not None else ()
     if violations:
         error = "; ".join(str(v) for v in violations)
-        return DeviceRender(name, device.name, workload.entry, inputs=inputs, error=error)
+        return DeviceRender(
+            name,
+            device.name,
+            workload.entry,
+            inputs=inputs,
+            error=f"policy: {error}",
+            error_path=_kustomization_file(source, workload.entry),
+        )
     return DeviceRender(name, device.name, workload.entry, rendered.yaml, rendered.digest, inputs)
+
+
+def _kustomization_file(source: engine.Source, directory: str) -> str:
+    for name in layout.KUSTOMIZATION_NAMES:
+        if source.get(f"{directory}/{name}") is not None:
+            return f"{directory}/{name}"
+    return directory
 
 
 def render_devices(

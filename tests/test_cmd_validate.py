@@ -165,3 +165,18 @@ def test_bad_format_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         cli.main(["validate", "--format", "xml"])
     assert exited.value.code == 2
     assert "invalid choice: 'xml'" in capsys.readouterr().err
+
+
+def test_every_device_is_rendered_and_a_broken_template_is_one_error(
+    example_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template = example_copy / "tenants/northwind-retail/templates/edge-cache/kustomization.yaml"
+    template.write_text(template.read_text() + "patches:\n- path: missing-patch.yaml\n")
+    assert cli.main(["validate", str(example_copy)]) == 1
+    out, _ = capsys.readouterr()
+    (line,) = out.splitlines()
+    assert line.startswith("tenants/northwind-retail/templates/edge-cache/kustomization.yaml:1:1: ")
+    assert "missing-patch.yaml" in line
+    # every device of the template is named, in one line
+    for device in ("store-0042", "store-0107", "store-0213", "store-0388"):
+        assert f"northwind-retail/{device}" in line

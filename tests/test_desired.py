@@ -59,7 +59,8 @@ def test_a_policy_violation_fails_that_device_only() -> None:
     renders = desired.render_devices(files, loader.load(files).model, policy=no_cluster_bindings)
     assert renders[("acme", "gw-1")].ok
     failed = renders[("acme", "gw-2")]
-    assert failed.error == "acme: ClusterRoleBinding/own-the-cluster is not allowed"
+    assert failed.error == "policy: acme: ClusterRoleBinding/own-the-cluster is not allowed"
+    assert failed.error_path == f"{T}/devices/gw-2/kustomization.yaml"
     assert failed.digest == ""
 
 

@@ -152,4 +152,4 @@ def test_policy_violations_are_render_failures(revs: Revisions) -> None:
     reconciler = reconcile.Reconciler(policy=deny_deployments)
     outcome = reconciler.apply(revs.next(repo()))
     assert outcome.failed == (GW1, GW2)
-    assert reconciler.table[GW1].error == "Deployment denied"
+    assert reconciler.table[GW1].error == "policy: Deployment denied"
