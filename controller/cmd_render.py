@@ -1,8 +1,9 @@
 """``rciots render`` and ``rciots diff``: what devices will run, and what a change alters.
 
 Pull-request tools that work offline on a clone: ``render`` prints one device's manifests at a
-revision (or in the working tree); ``diff`` renders every device at two revisions and prints
-the blast radius (how many devices change, per tenant) and a unified diff per changed device,
+revision (or in the working tree); ``diff`` renders every device at the base revision, and at
+the head revision those whose inputs changed (exactly what the controller re-renders), and
+prints the blast radius (how many devices change, per tenant) and a unified diff per changed device,
 or one JSON object. ``diff`` exits 1 when a device fails to render at the new revision.
 """
 
@@ -17,8 +18,11 @@ from typing import Any
 
 from rciots.controller import desired, loader, report, snapshots
 from rciots.controller.diagnostics import count_errors
+from rciots.controller.render import engine
 
 __all__ = ["register"]
+
+Renders = dict[desired.DeviceKey, desired.DeviceRender]
 
 
 def register(commands: Any) -> None:
@@ -122,10 +126,32 @@ def _changes(
     return changes
 
 
+def _states(repo: Path, base: str, head: str) -> tuple[str, str, Renders, Renders, list[Any]]:
+    """Every device rendered at ``base``; at ``head`` only those a changed file affects
+    (the others are the same by construction), as the controller does on a new commit."""
+    base_files, _, base_commit = _read(repo, base)
+    head_files, head_problems, head_commit = _read(repo, head)
+    memo, cache = loader.LoadMemo(), engine.Cache()
+    base_model = loader.load(base_files, memo=memo).model
+    before = desired.render_devices(base_files, base_model, cache=cache)
+    loaded = loader.load(head_files, memo=memo)
+    changed = {
+        path
+        for path in base_files.keys() | head_files.keys()
+        if base_files.get(path) != head_files.get(path)
+    }
+    wanted = desired.affected(before, base_model, loaded.model, changed)
+    present = {(t, d) for t, model in loaded.model.tenants.items() for d in model.devices}
+    after = {key: render for key, render in before.items() if key in present}
+    after.update(desired.render_devices(head_files, loaded.model, only=wanted, cache=cache))
+    return base_commit, head_commit, before, after, head_problems + loaded.diagnostics
+
+
 def run_diff(args: argparse.Namespace) -> int:
     try:
-        base_commit, before, _ = _state(args.repo, args.base)
-        head_commit, after, head_problems = _state(args.repo, args.head)
+        base_commit, head_commit, before, after, head_problems = _states(
+            args.repo, args.base, args.head
+        )
     except _UsageError as exc:
         print(f"rciots: error: {exc}", file=sys.stderr)
         return 2
