@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rciots.controller import desired, loader, report, snapshots
+from rciots.controller import cmdargs, desired, loader, report, snapshots
 from rciots.controller.diagnostics import count_errors
 from rciots.controller.render import engine
 
@@ -37,6 +37,7 @@ def register(commands: Any) -> None:
     render.add_argument("repo", type=Path, help="the fleet repo (a Git clone or working tree)")
     render.add_argument("--device", required=True, metavar="TENANT/NAME")
     render.add_argument("--rev", metavar="REV", help="a Git revision; default: working tree")
+    cmdargs.add_policy_argument(render)
     render.set_defaults(func=run_render)
 
     diff = commands.add_parser(
@@ -59,11 +60,19 @@ def register(commands: Any) -> None:
         help="text: summary and unified diffs (default); json: one object, `changed` listing "
         "each changed device",
     )
+    cmdargs.add_policy_argument(diff)
     diff.set_defaults(func=run_diff)
 
 
 class _UsageError(Exception):
     pass
+
+
+def _policy(path: Path | None) -> desired.PolicyCheck:
+    try:
+        return cmdargs.policy_check(path)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
 
 
 def _read(repo: Path, rev: str | None) -> tuple[snapshots.Files, list[Any], str]:
@@ -75,11 +84,12 @@ def _read(repo: Path, rev: str | None) -> tuple[snapshots.Files, list[Any], str]
 
 
 def _state(
-    repo: Path, rev: str | None
+    repo: Path, rev: str | None, policy: desired.PolicyCheck
 ) -> tuple[str, dict[desired.DeviceKey, desired.DeviceRender], list[Any]]:
     snapshot, problems, commit = _read(repo, rev)
     result = loader.load(snapshot)
-    return commit, desired.render_devices(snapshot, result.model), problems + result.diagnostics
+    renders = desired.render_devices(snapshot, result.model, policy=policy)
+    return commit, renders, problems + result.diagnostics
 
 
 def run_render(args: argparse.Namespace) -> int:
@@ -88,7 +98,7 @@ def run_render(args: argparse.Namespace) -> int:
         print("rciots: error: --device takes TENANT/NAME", file=sys.stderr)
         return 2
     try:
-        _, renders, diagnostics = _state(args.repo, args.rev)
+        _, renders, diagnostics = _state(args.repo, args.rev, _policy(args.policy))
     except _UsageError as exc:
         print(f"rciots: error: {exc}", file=sys.stderr)
         return 2
@@ -126,14 +136,16 @@ def _changes(
     return changes
 
 
-def _states(repo: Path, base: str, head: str) -> tuple[str, str, Renders, Renders, list[Any]]:
+def _states(
+    repo: Path, base: str, head: str, policy: desired.PolicyCheck
+) -> tuple[str, str, Renders, Renders, list[Any]]:
     """Every device rendered at ``base``; at ``head`` only those a changed file affects
     (the others are the same by construction), as the controller does on a new commit."""
     base_files, _, base_commit = _read(repo, base)
     head_files, head_problems, head_commit = _read(repo, head)
     memo, cache = loader.LoadMemo(), engine.Cache()
     base_model = loader.load(base_files, memo=memo).model
-    before = desired.render_devices(base_files, base_model, cache=cache)
+    before = desired.render_devices(base_files, base_model, cache=cache, policy=policy)
     loaded = loader.load(head_files, memo=memo)
     changed = {
         path
@@ -143,14 +155,18 @@ def _states(repo: Path, base: str, head: str) -> tuple[str, str, Renders, Render
     wanted = desired.affected(before, base_model, loaded.model, changed)
     present = {(t, d) for t, model in loaded.model.tenants.items() for d in model.devices}
     after = {key: render for key, render in before.items() if key in present}
-    after.update(desired.render_devices(head_files, loaded.model, only=wanted, cache=cache))
+    after.update(
+        desired.render_devices(
+            head_files, loaded.model, only=wanted, cache=cache, policy=policy, changed=changed
+        )
+    )
     return base_commit, head_commit, before, after, head_problems + loaded.diagnostics
 
 
 def run_diff(args: argparse.Namespace) -> int:
     try:
         base_commit, head_commit, before, after, head_problems = _states(
-            args.repo, args.base, args.head
+            args.repo, args.base, args.head, _policy(args.policy)
         )
     except _UsageError as exc:
         print(f"rciots: error: {exc}", file=sys.stderr)

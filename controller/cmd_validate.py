@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rciots.controller import report
+from rciots.controller import cmdargs, report
 from rciots.controller.diagnostics import Diagnostic, count_errors
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ def register(commands: Any) -> None:
         help="check this Git revision (commit, branch, tag) of the repository at PATH "
         "instead of its working tree, e.g. --rev HEAD or --rev origin/main",
     )
+    cmdargs.add_policy_argument(parser)
     parser.add_argument(
         "--format",
         choices=report.FORMATS,
@@ -66,13 +67,14 @@ def run(args: argparse.Namespace) -> int:
 
     root: Path = args.path
     try:
+        check = cmdargs.policy_check(args.policy)
         snapshot, problems, commit = snapshots.read(root, args.rev)
     except ValueError as exc:
         print(f"rciots: error: {exc}", file=sys.stderr)
         return 2
     checked = f"{args.rev} ({commit[:12]})" if commit is not None else str(root)
     result = loader.load(snapshot)
-    renders = desired.render_devices(snapshot, result.model)
+    renders = desired.render_devices(snapshot, result.model, policy=check)
     diagnostics = sorted(problems + result.diagnostics + render_diagnostics(renders))
     sys.stdout.write(report.format_diagnostics(diagnostics, args.format))
     errors = count_errors(diagnostics)

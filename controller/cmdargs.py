@@ -1,19 +1,29 @@
-"""Command-line pieces shared by the commands that edit a fleet repo working tree.
+"""Command-line pieces shared by the commands.
 
 ``cmd_token`` and ``cmd_device`` declare ``--repo`` and check names and labels the same way,
-and report errors in one format, so that users see one set of messages.
+and report errors in one format, so that users see one set of messages; ``validate``,
+``render`` and ``diff`` take the controller's ``--policy`` the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rciots.controller import names
 
-__all__ = ["add_repo_argument", "fail", "parse_labels", "require_dns_label"]
+__all__ = [
+    "add_policy_argument",
+    "add_repo_argument",
+    "fail",
+    "parse_labels",
+    "policy_check",
+    "require_dns_label",
+]
 
 
 def add_repo_argument(parser: argparse.ArgumentParser) -> None:
@@ -48,3 +58,22 @@ def fail(error: Exception) -> int:
     """Report an error the way every rciots command does; the exit status for invalid input."""
     print(f"rciots: error: {error}", file=sys.stderr)
     return 1
+
+
+def add_policy_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="the tenant policy file the controller runs with (see docs/policy.md); "
+        "default: the built-in policy",
+    )
+
+
+def policy_check(path: Path | None) -> Callable[[str, Sequence[Mapping[str, Any]]], list[Any]]:
+    """The post-render check for ``--policy``: the file's policy, or the built-in one.
+    Raises policyfile.PolicyFileError (a ValueError) for a bad file."""
+    from rciots.controller import policy, policyfile
+
+    chosen = policyfile.read_policy(path) if path is not None else policy.DEFAULT_POLICY
+    return functools.partial(policy.check, chosen)

@@ -92,15 +92,18 @@ def render_devices(
     cache: engine.Cache | None = None,
     device_ids: Mapping[DeviceKey, str] | None = None,
     policy: PolicyCheck | None = None,
+    changed: Iterable[str] | None = None,
 ) -> dict[DeviceKey, DeviceRender]:
     """Render every device of ``model`` (or those in ``only``) from ``snapshot``.
 
     ``device_ids`` gives enrolled devices' ids to their identity ConfigMap; ``policy``
-    checks each rendered result.
+    checks each rendered result; ``changed`` (the paths changed since the snapshot the
+    ``cache`` last saw) lets the cache update its index of the snapshot instead of
+    rebuilding it.
     """
     wanted = set(only) if only is not None else None
     cache = cache if cache is not None else engine.Cache()
-    source = cache.source_for(snapshot)
+    source = cache.source_for(snapshot, changed)
     ids = device_ids or {}
     renders: dict[DeviceKey, DeviceRender] = {}
     for tenant_name in sorted(model.tenants):
@@ -109,9 +112,7 @@ def render_devices(
             key = (tenant_name, device_name)
             if wanted is None or key in wanted:
                 device = tenant.devices[device_name]
-                renders[key] = _render_one(
-                    source, tenant, device, cache, ids.get(key, ""), policy
-                )
+                renders[key] = _render_one(source, tenant, device, cache, ids.get(key, ""), policy)
     return renders
 
 

@@ -89,7 +89,12 @@ class Reconciler:
         else:
             wanted = desired.affected(self._renders, self.model, model, snapshot.changed)
         renders = desired.render_devices(
-            snapshot.files, model, only=wanted, cache=self._cache, policy=self.policy
+            snapshot.files,
+            model,
+            only=wanted,
+            cache=self._cache,
+            policy=self.policy,
+            changed=snapshot.changed,
         )
         table = dict(self.table)
         changed, failed = [], []

@@ -23,7 +23,7 @@ from referencing.jsonschema import DRAFT202012
 
 from rciots.controller import timestamps
 
-__all__ = ["KINDS", "SchemaProblem", "validate"]
+__all__ = ["KINDS", "SchemaProblem", "explain", "validate"]
 
 # kind -> schema file, for every kind a fleet repo file can declare
 KINDS = {
@@ -81,7 +81,7 @@ def validate(kind: str, instance: Any) -> list[SchemaProblem]:
     validator = _validators()[kind]
     problems: list[SchemaProblem] = []
     for error in validator.iter_errors(instance):
-        problems.extend(_explain(error))
+        problems.extend(explain(error))
     return sorted(problems, key=lambda p: [str(part) for part in p.path])
 
 
@@ -114,7 +114,7 @@ _TYPE_NAMES = {
 }
 
 
-def _explain(error: jsonschema.ValidationError) -> Iterator[SchemaProblem]:
+def explain(error: jsonschema.ValidationError) -> Iterator[SchemaProblem]:
     path: PathKey = tuple(error.absolute_path)
     where = _dotted(path)
     schema: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}

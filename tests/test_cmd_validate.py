@@ -180,3 +180,50 @@ def test_every_device_is_rendered_and_a_broken_template_is_one_error(
     # every device of the template is named, in one line
     for device in ("store-0042", "store-0107", "store-0213", "store-0388"):
         assert f"northwind-retail/{device}" in line
+
+
+CLUSTER_ADMIN = """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: fleet-admins
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: cluster-admin
+subjects:
+- kind: ServiceAccount
+  name: default
+  namespace: default
+"""
+
+
+def test_the_tenant_policy_is_applied_and_can_be_given(
+    example_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overlay = example_copy / "tenants/acme-sensors/devices/berlin-gw-01"
+    (overlay / "admins.yaml").write_text(CLUSTER_ADMIN)
+    kustomization = overlay / "kustomization.yaml"
+    kustomization.write_text(
+        kustomization.read_text().replace("resources:\n", "resources:\n  - admins.yaml\n", 1)
+    )
+    assert cli.main(["validate", str(example_copy)]) == 1
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(
+        "tenants/acme-sensors/devices/berlin-gw-01/kustomization.yaml:1:1: policy: "
+        "ClusterRoleBinding/fleet-admins: binds cluster role 'cluster-admin'"
+    )
+    assert line.endswith("(rendering acme-sensors/berlin-gw-01)")
+    allowing = tmp_path / "policy.yaml"
+    allowing.write_text(
+        "apiVersion: rciots.io/v1\nkind: Policy\nspec:\n  tenants:\n    acme-sensors:\n"
+        "      allow: [cluster-admin-binding]\n"
+    )
+    assert cli.main(["validate", str(example_copy), "--policy", str(allowing)]) == 0
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("apiVersion: rciots.io/v1\nkind: Policy\nspec:\n  allow: [no-such-rule]\n")
+    capsys.readouterr()
+    assert cli.main(["validate", str(example_copy), "--policy", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken}:4:" in err
+    assert "no-such-rule" in err

@@ -12,7 +12,7 @@ import gc
 import hashlib
 import json
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from rciots.controller import goscalar, layout, yamlsafe
@@ -45,23 +45,57 @@ class Source(Protocol):
 
 
 class MappingSource:
-    """A snapshot (path -> bytes) as a build source."""
+    """A snapshot (path -> bytes) as a build source.
 
-    def __init__(self, snapshot: Mapping[str, bytes]) -> None:
+    Folders are known by counting the files below each one. Made from the previous
+    snapshot's source and the paths changed since, the count is updated rather than rebuilt,
+    which matters when a commit changes one file among tens of thousands.
+    """
+
+    def __init__(
+        self,
+        snapshot: Mapping[str, bytes],
+        previous: MappingSource | None = None,
+        changed: Iterable[str] | None = None,
+    ) -> None:
         self.snapshot = snapshot
-        self._directories: set[str] | None = None
+        self._files_below: dict[str, int] | None = None
+        # only a counted predecessor is kept: never a chain of old snapshots
+        counted = previous is not None and previous._files_below is not None
+        self._previous = previous if counted and changed is not None else None
+        self._changed = changed
 
     def get(self, path: str) -> bytes | None:
         return self.snapshot.get(path)
 
     def is_directory(self, path: str) -> bool:
-        if self._directories is None:
-            directories = {""}
-            for name in self.snapshot:
-                parts = name.split("/")
-                directories.update("/".join(parts[:i]) for i in range(1, len(parts)))
-            self._directories = directories
-        return path in self._directories
+        return self._count().get(path, 0) > 0
+
+    def _count(self) -> dict[str, int]:
+        if self._files_below is not None:
+            return self._files_below
+        previous, self._previous = self._previous, None
+        if previous is not None and previous._files_below is not None:
+            counts = dict(previous._files_below)
+            for path in self._changed or ():
+                step = (path in self.snapshot) - (path in previous.snapshot)
+                if step:
+                    _add_folders(counts, path, step)
+        else:
+            counts = {}
+            for path in self.snapshot:
+                _add_folders(counts, path, 1)
+        counts[""] = 1  # the top always exists
+        self._files_below = counts
+        return counts
+
+
+def _add_folders(counts: dict[str, int], path: str, step: int) -> None:
+    end = path.find("/")
+    while end != -1:
+        folder = path[:end]
+        counts[folder] = counts.get(folder, 0) + step
+        end = path.find("/", end + 1)
 
 
 class Cache:
@@ -73,10 +107,13 @@ class Cache:
         self._source: MappingSource | None = None
         self.seen: set[str] = set()
 
-    def source_for(self, snapshot: Mapping[str, bytes]) -> MappingSource:
-        """One source per snapshot, so its folder index is built once."""
+    def source_for(
+        self, snapshot: Mapping[str, bytes], changed: Iterable[str] | None = None
+    ) -> MappingSource:
+        """One source per snapshot, so its folder index is built once (or, given the paths
+        changed since the previous snapshot, updated from that one's)."""
         if self._source is None or self._source.snapshot is not snapshot:
-            self._source = MappingSource(snapshot)
+            self._source = MappingSource(snapshot, self._source, changed)
         return self._source
 
     def lookup(self, directory: str, source: Source) -> list[Resource] | None:
