@@ -3,10 +3,12 @@
 A snapshot is the fleet repo's ``tenants/`` at one revision as path -> bytes. The loader and
 renderer are pure and take one; ``read_worktree`` and ``read_git_revision`` are the I/O that
 makes one for ``rciots validate``, ``render`` and ``diff`` (the controller's own Git source,
-with mirroring and change detection, builds ``Snapshot`` objects incrementally). Only
-``tenants/`` is read. Symlinks are reported and never followed, in a working tree and in a
-commit alike: the load restrictor of the renderer must never be sidestepped by a link, so the
-repo is refused before it gets that far.
+``gitsource``, with mirroring and change detection, builds ``Snapshot`` objects
+incrementally; it shares ``read_git_tenants`` and ``read_git_entry`` with these readers, so a
+file is refused the same way however it is read). Only ``tenants/`` is read. Symlinks are
+reported and never followed, in a working tree and in a commit alike: the load restrictor of
+the renderer must never be sidestepped by a link, so the repo is refused before it gets that
+far.
 """
 
 from __future__ import annotations
@@ -102,7 +104,9 @@ def read_git_revision(repository: Path, revision: str) -> tuple[Files, list[Diag
     return snapshot, problems, str(commit.id)
 
 
-def read_git_tenants(repo: pygit2.Repository, commit: pygit2.Commit) -> tuple[Files, list[Diagnostic]]:
+def read_git_tenants(
+    repo: pygit2.Repository, commit: pygit2.Commit
+) -> tuple[Files, list[Diagnostic]]:
     """``tenants/`` of ``commit``: every regular file by path, and the entries refused by
     ``read_git_entry`` as problems. The one tree walk of the snapshot readers and the source."""
     import pygit2
@@ -117,7 +121,7 @@ def read_git_tenants(repo: pygit2.Repository, commit: pygit2.Commit) -> tuple[Fi
     stack: list[tuple[str, pygit2.Object]] = [(layout.TENANTS_DIR, top)]
     while stack:
         path, obj = stack.pop()
-        if isinstance(obj, pygit2.Tree) and obj.filemode == pygit2.enums.FileMode.TREE:
+        if isinstance(obj, pygit2.Tree):
             stack.extend((f"{path}/{entry.name}", entry) for entry in obj)
             continue
         content = read_git_entry(repo, path, obj.filemode, obj.id)
@@ -139,7 +143,9 @@ def read_git_entry(
 
     if filemode == pygit2.enums.FileMode.LINK:
         return Diagnostic(path, 1, 1, _SYMLINK)
-    blob = None if filemode == pygit2.enums.FileMode.COMMIT else repo.get(oid)
+    if filemode == pygit2.enums.FileMode.COMMIT:
+        return Diagnostic(path, 1, 1, _SUBMODULE)
+    blob = repo[oid]  # KeyError for a missing object: the repository is damaged
     if not isinstance(blob, pygit2.Blob):
         return Diagnostic(path, 1, 1, _SUBMODULE)
     if blob.size > MAX_FILE_BYTES:

@@ -16,6 +16,9 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+# loopback Git servers (git daemon, smart HTTP/HTTPS) as fixtures for every module
+pytest_plugins = ["tests.gitserver"]
+
 GitRunner = Callable[..., str]  # the type of the git fixture
 
 
