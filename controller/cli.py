@@ -23,6 +23,7 @@ COMMANDS = {
     "kustomize": "cmd_kustomize",
     "render": "cmd_render",
     "diff": "cmd_render",
+    "controller": "cmd_controller",
 }
 
 

@@ -215,6 +215,16 @@ class GitMirror:
         return self.config.mirror / _REPOSITORY_DIR
 
     @property
+    def remote_url(self) -> str:
+        """The remote's URL without credentials in it (they go through ``remote_callbacks``)."""
+        return self._url
+
+    def remote_callbacks(self) -> pygit2.RemoteCallbacks:
+        """Callbacks that log in to the remote as fetches do (credentials, certificate
+        checks, the time cap), for the status writer's pushes to the same remote."""
+        return _Callbacks(self, time.monotonic() + self.config.fetch_timeout)
+
+    @property
     def tracking_ref(self) -> str:
         """The one ref a fetch writes: ``refs/remotes/origin/<branch>``."""
         return f"refs/remotes/origin/{self.config.branch}"

@@ -52,7 +52,7 @@ class Outcome:
     """What one reconcile pass did; ``changed`` devices need their new state pushed."""
 
     revision: str
-    rendered: int  # renders run in this pass
+    rendered: tuple[DeviceKey, ...]  # the devices rendered in this pass
     changed: tuple[DeviceKey, ...]  # new devices and devices whose digest changed
     removed: tuple[DeviceKey, ...]  # devices no longer in the repo
     failed: tuple[DeviceKey, ...]  # devices that failed at this revision (last good kept)
@@ -119,7 +119,7 @@ class Reconciler:
         diagnostics = tuple(snapshot.problems) + tuple(result.diagnostics)
         outcome = Outcome(
             snapshot.revision,
-            len(renders),
+            tuple(renders),
             tuple(sorted(changed)),
             tuple(sorted(removed)),
             tuple(sorted(failed)),
@@ -130,7 +130,7 @@ class Reconciler:
             "reconciled %s: %d rendered, %d changed, %d removed, %d failing, %d repo errors "
             "in %.3f s",
             snapshot.revision[:12],
-            outcome.rendered,
+            len(outcome.rendered),
             len(outcome.changed),
             len(outcome.removed),
             len(outcome.failed),

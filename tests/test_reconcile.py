@@ -44,7 +44,7 @@ def with_overlay(files: dict[str, bytes], text: bytes) -> dict[str, bytes]:
 def test_first_snapshot_renders_every_device(revs: Revisions) -> None:
     reconciler = reconcile.Reconciler()
     outcome = reconciler.apply(revs.next(repo()))
-    assert outcome.rendered == 2
+    assert outcome.rendered == (GW1, GW2)
     assert outcome.changed == (GW1, GW2)
     assert outcome.failed == ()
     state = reconciler.table[GW1]
@@ -60,7 +60,7 @@ def test_one_overlay_change_renders_that_device_only(revs: Revisions) -> None:
     reconciler.apply(revs.next(base))
     first_gw1 = reconciler.table[GW1]
     outcome = reconciler.apply(revs.next(with_overlay(base, base[OVERLAY] + b"namePrefix: x-\n")))
-    assert outcome.rendered == 1
+    assert outcome.rendered == (GW2,)
     assert outcome.changed == (GW2,)
     assert reconciler.table[GW2].revision == "rev2"
     assert reconciler.table[GW1] is first_gw1  # untouched: still rev1
@@ -71,7 +71,7 @@ def test_a_change_that_does_not_change_the_output_keeps_the_revision(revs: Revis
     base = with_overlay(repo(), b"resources:\n- ../../templates/app\n")
     reconciler.apply(revs.next(base))
     outcome = reconciler.apply(revs.next(with_overlay(base, base[OVERLAY] + b"# a comment\n")))
-    assert outcome.rendered == 1
+    assert outcome.rendered == (GW2,)
     assert outcome.changed == ()
     assert reconciler.table[GW2].revision == "rev1"
     assert reconciler.table[GW2].attempted_revision == "rev2"

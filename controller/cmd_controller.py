@@ -1,0 +1,187 @@
+"""``rciots controller``: run the controller on a fleet repo until stopped.
+
+The entry point of the long-running process: reads its options (secrets only from files or
+the environment, never from the command line, where any user could see them with ``ps``),
+sets up logging, and runs ``service.Controller`` until SIGINT or SIGTERM; on the way out it
+writes what is pending to the status branch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rciots.controller import cmdargs
+
+if TYPE_CHECKING:
+    from rciots.controller import service
+
+__all__ = ["register", "run"]
+
+log = logging.getLogger(__name__)
+
+_PASSWORD_ENV = "RCIOTS_GIT_PASSWORD"  # noqa: S105 (the name of a variable)
+_WEBHOOK_ENV = "RCIOTS_WEBHOOK_SECRET"
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "controller",
+        help="run the controller: follow a fleet repo, render every device, write status",
+        description=(
+            "Follow the fleet repo at SOURCE (a URL: file://, git://, http(s)://, ssh://; or a "
+            "local path): fetch its branch on a jittered poll interval and whenever a push "
+            "webhook arrives, render every device the new commit affects, and commit device "
+            "status to a separate branch of the same repo (pushed when SOURCE is remote). "
+            "Runs until interrupted (Ctrl-C or SIGTERM), then writes pending status."
+        ),
+        epilog=(
+            f"Secrets: the Git password or access token comes from --password-file or "
+            f"${_PASSWORD_ENV}; the webhook secret from --webhook-secret-file or "
+            f"${_WEBHOOK_ENV}. See docs/controller.md and docs/webhooks.md."
+        ),
+    )
+    parser.add_argument("source", metavar="SOURCE", help="the fleet repo: a URL or a path")
+    parser.add_argument("--branch", default="main", help="the branch to follow (default main)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".rciots-state"),
+        metavar="DIR",
+        help="the controller's own files, such as its Git mirror (default ./.rciots-state)",
+    )
+    parser.add_argument(
+        "--worktree",
+        action="store_true",
+        help="development: SOURCE is a local working tree; follow its files as saved "
+        "(no commit needed) and keep the status branch in its repository",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=_positive,
+        default=15.0,
+        metavar="SECONDS",
+        help="seconds between fetches, jittered by 10%% (default 15)",
+    )
+    parser.add_argument("--username", help="user name for HTTPS (default: 'git' with a token)")
+    parser.add_argument("--password-file", type=Path, metavar="FILE", help="HTTPS password/token")
+    parser.add_argument("--ssh-key", type=Path, metavar="FILE", help="SSH private key")
+    parser.add_argument("--ca-bundle", type=Path, metavar="FILE", help="extra CAs for HTTPS")
+    cmdargs.add_policy_argument(parser)
+    parser.add_argument(
+        "--status-branch",
+        default="rciots/status",
+        help="the branch status is committed to (default rciots/status)",
+    )
+    parser.add_argument(
+        "--status-window",
+        type=_positive,
+        default=5.0,
+        metavar="SECONDS",
+        help="status changes are batched into one commit per window (default 5)",
+    )
+    parser.add_argument(
+        "--webhook-secret-file",
+        type=Path,
+        metavar="FILE",
+        help="enables the push webhook at /hooks/git with this shared secret",
+    )
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="where the HTTP endpoints (the webhook) listen (default 127.0.0.1:8080)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _secret(path: Path | None, variable: str, what: str) -> str | None:
+    if path is not None:
+        try:
+            text = path.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+        if not text:
+            raise ValueError(f"the {what} file {path} is empty")
+        return text
+    return os.environ.get(variable) or None
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"--listen takes HOST:PORT, such as 127.0.0.1:8080, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rciots.controller import gitsource, service
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        password = _secret(args.password_file, _PASSWORD_ENV, "password")
+        webhook_secret = _secret(args.webhook_secret_file, _WEBHOOK_ENV, "webhook secret")
+        settings = service.Settings(
+            source=args.source,
+            state_dir=args.state_dir,
+            branch=args.branch,
+            worktree=args.worktree,
+            poll_interval=args.poll_interval,
+            credentials=gitsource.Credentials(
+                username=args.username, password=password, ssh_private_key=args.ssh_key
+            ),
+            ca_bundle=args.ca_bundle,
+            policy=cmdargs.policy_check(args.policy),
+            status_branch=args.status_branch,
+            status_window=args.status_window,
+            webhook_secret=webhook_secret.encode() if webhook_secret else None,
+            listen=_listen(args.listen) if webhook_secret else None,
+        )
+        if args.worktree and not Path(args.source).is_dir():
+            raise ValueError(f"--worktree needs a local directory, and {args.source} is none")
+    except ValueError as exc:
+        return cmdargs.fail(exc)
+    try:
+        asyncio.run(_serve(settings))
+    except (OSError, gitsource.SourceError) as exc:
+        print(f"rciots: error: {gitsource.redact(str(exc))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(settings: service.Settings) -> None:
+    from rciots.controller import gitsource, service
+
+    controller = service.Controller(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    await controller.start()
+    log.info("controller running on %s; stop with Ctrl-C", gitsource.redact(settings.source))
+    try:
+        await stopping.wait()
+    finally:
+        log.info("stopping: writing pending status")
+        try:
+            await controller.stop()
+        except Exception as exc:  # the next start writes every device's status again
+            log.error("pending status not written: %s", gitsource.redact(str(exc)))
