@@ -70,7 +70,7 @@ from types import MappingProxyType
 
 import pygit2
 
-from rciots.controller import layout, snapshots
+from rciots.controller import layout, redaction, snapshots
 from rciots.controller.diagnostics import Diagnostic
 
 __all__ = [
@@ -96,13 +96,7 @@ _REPOSITORY_DIR = "repo.git"
 _LOCK_FILE = "fetch.lock"
 _CORRUPT_SUFFIX = ".corrupt"
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s]*@")
-
-
-def redact(text: str) -> str:
-    """``text`` with the ``user:password@`` part of every URL in it removed; use it on every
-    URL and message that may hold one."""
-    return _USERINFO.sub(r"\1", text)
+redact = redaction.redact  # the name callers of the source know it by
 
 
 @dataclass(frozen=True)

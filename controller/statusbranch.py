@@ -46,7 +46,7 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import FileMode, ObjectType, ReferenceType
 
-from rciots.controller import statusdocs
+from rciots.controller import redaction, statusdocs
 
 __all__ = [
     "DEFAULT_BRANCH",
@@ -297,8 +297,8 @@ class StatusBranch:
             # no '+': the remote refuses what is not a fast-forward, and that is wanted
             remote.push([f"{self._ref}:{self._ref}"], callbacks=callbacks)
         except pygit2.GitError as exc:
-            return statusdocs.redact_credentials(str(exc)) or type(exc).__name__
-        return statusdocs.redact_credentials("; ".join(refused))
+            return redaction.redact(str(exc)) or type(exc).__name__
+        return redaction.redact("; ".join(refused))
 
     def _fetch(self) -> pygit2.Oid | None:
         """Fetch the remote branch into the tracking ref; its head, or None if it has none."""
@@ -311,7 +311,7 @@ class StatusBranch:
             # "from None": the original exception's text may hold what was redacted here
             raise StatusRemoteError(
                 f"fetching {self.branch} from {self._safe_url()} failed: "
-                f"{statusdocs.redact_credentials(str(exc))}"
+                f"{redaction.redact(str(exc))}"
             ) from None
         for head in heads:
             if head.name == self._ref:
@@ -511,7 +511,7 @@ class StatusBranch:
         return self._callbacks() if self._callbacks is not None else pygit2.RemoteCallbacks()
 
     def _safe_url(self) -> str:
-        return statusdocs.redact_credentials(self.remote_url or "")
+        return redaction.redact(self.remote_url or "")
 
 
 def _check_changes(changes: Mapping[str, bytes | None]) -> None:

@@ -11,7 +11,7 @@ coarse granularity while a device is connected (``written_last_seen``), so a hea
 
 Secrets never reach these documents: ``DeviceStatus`` carries revisions, digests, a result,
 error texts and times by design, never manifests, Secret data or device tokens. As a second
-line of defence, error texts lose any ``user:password@`` in URLs (``redact_credentials``) and
+line of defence, error texts lose any ``user:password@`` in URLs (``redaction.redact``) and
 are capped in length.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from rciots.controller import names, timestamps
+from rciots.controller import names, redaction, timestamps
 
 __all__ = [
     "API_VERSION",
@@ -38,7 +38,6 @@ __all__ = [
     "RENDER_FAILED",
     "DeviceStatus",
     "cap_text",
-    "redact_credentials",
     "render_status",
     "status_path",
     "written_last_seen",
@@ -143,14 +142,6 @@ def written_last_seen(
     return when - (when - _EPOCH) % granularity
 
 
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
-
-
-def redact_credentials(text: str) -> str:
-    """``text`` with the ``user:password@`` part of every URL removed."""
-    return _URL_USERINFO.sub(r"\g<scheme>", text)
-
-
 def cap_text(text: str, max_bytes: int = MAX_ERROR_BYTES) -> str:
     """``text`` cut to at most ``max_bytes`` UTF-8 bytes, with a note saying it was cut."""
     data = text.encode("utf-8", "replace")
@@ -183,8 +174,8 @@ def render_status(
     last_seen = written_last_seen(status.last_seen, status.connected, granularity)
     errors = sorted(
         (
-            cap_text(redact_credentials(resource), _MAX_RESOURCE_NAME_BYTES),
-            cap_text(redact_credentials(message), max_error_bytes),
+            cap_text(redaction.redact(resource), _MAX_RESOURCE_NAME_BYTES),
+            cap_text(redaction.redact(message), max_error_bytes),
         )
         for resource, message in status.resource_errors
     )
@@ -192,7 +183,7 @@ def render_status(
     errors = errors[:max_resource_errors]
 
     def error_text(text: str | None) -> str | None:
-        return None if text is None else cap_text(redact_credentials(text), max_error_bytes)
+        return None if text is None else cap_text(redaction.redact(text), max_error_bytes)
 
     lines = [
         f"apiVersion: {API_VERSION}",

@@ -294,11 +294,14 @@ def test_a_result_must_be_a_camel_case_reason(result: str) -> None:
         statusdocs.render_status(applied(result=result))
 
 
-def test_redact_credentials() -> None:
-    assert (
-        statusdocs.redact_credentials("see https://u:p@h/x and ssh://git@h:22/r, not a@b.c")
-        == "see https://h/x and ssh://h:22/r, not a@b.c"
+def test_urls_in_errors_lose_their_credentials() -> None:
+    status = statusdocs.DeviceStatus(
+        "acme", "gw-1", statusdocs.RENDER_FAILED, render_error="fetch https://u:p@ss@h/x failed"
     )
+    text = statusdocs.render_status(status).decode()
+    assert "https://h/x" in text
+    assert "u:p" not in text
+    assert "ss@" not in text
 
 
 def test_readme_says_the_controller_writes_the_branch() -> None:

@@ -1,0 +1,21 @@
+"""Credentials are stripped from URLs in any text before it is shown or written."""
+
+from __future__ import annotations
+
+import pytest
+
+from rciots.controller import redaction
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("see https://u:p@h/x and ssh://git@h:22/r", "see https://h/x and ssh://h:22/r"),
+        ("https://user:p@ss@host/repo.git", "https://host/repo.git"),  # '@' in the password
+        ("HTTP://tok@host", "HTTP://host"),
+        ("mail a@b.c about git://host/x", "mail a@b.c about git://host/x"),
+        ("https://host/path?q=a@b", "https://host/path?q=a@b"),
+    ],
+)
+def test_redact(text: str, shown: str) -> None:
+    assert redaction.redact(text) == shown
