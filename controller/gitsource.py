@@ -202,6 +202,7 @@ class GitMirror:
         self._shown_url = redact(config.url)
         self._repo: pygit2.Repository | None = None
         self._damage: str | None = None  # found while reading: the next fetch starts afresh
+        self._trees: dict[pygit2.Oid, _Entries] = {}  # parsed by the last snapshot comparison
 
     @property
     def repository_path(self) -> Path:
@@ -336,7 +337,7 @@ class GitMirror:
             )
         try:
             if previous is not None:
-                made = _incremental(repo, previous, commit)
+                made = _incremental(repo, previous, commit, self._trees)
                 if made is not None:
                     return made
             files, problems = snapshots.read_git_tenants(repo, commit)
@@ -708,7 +709,10 @@ def _tenants_tree(commit: pygit2.Commit) -> pygit2.Tree | bool | None:
 
 
 def _incremental(
-    repo: pygit2.Repository, previous: snapshots.Snapshot, commit: pygit2.Commit
+    repo: pygit2.Repository,
+    previous: snapshots.Snapshot,
+    commit: pygit2.Commit,
+    known: dict[pygit2.Oid, _Entries],
 ) -> snapshots.Snapshot | None:
     """The snapshot of ``commit`` made from ``previous`` and a tree-to-tree comparison; None
     when that is not possible (the previous commit is unknown here, or either side's
@@ -719,7 +723,9 @@ def _incremental(
     old_top, new_top = _tenants_tree(old_commit), _tenants_tree(commit)
     if not isinstance(old_top, pygit2.Tree) or not isinstance(new_top, pygit2.Tree):
         return None
-    changed, arrived = _compare_trees(layout.TENANTS_DIR, old_top, new_top)
+    if len(new_top.id.raw) != 20:
+        return None  # a SHA-256 repository: raw trees are parsed for 20-byte ids only
+    changed, arrived = _compare_trees(repo, layout.TENANTS_DIR, old_top, new_top, known)
     # copy() of the proxy copies the dict underneath at C speed (dict(proxy) is ten times
     # slower: it goes through the mapping protocol)
     files = (
@@ -745,48 +751,74 @@ def _incremental(
 
 
 _Leaf = tuple[str, int, pygit2.Oid]  # path, file mode, object id of a non-folder entry
+_TREE_MODE = b"40000"
+# one entry of a raw tree object: "<octal mode> <name>\0<20-byte id>" (SHA-1 repositories)
+_RAW_ENTRY = re.compile(rb"([0-7]+) ([^\0]*)\0(.{20})", re.DOTALL)
 
 
-def _compare_trees(prefix: str, old: pygit2.Tree, new: pygit2.Tree) -> tuple[set[str], list[_Leaf]]:
+_Entries = dict[bytes, tuple[bytes, bytes]]
+
+
+def _raw_entries(
+    repo: pygit2.Repository, tree_id: pygit2.Oid | None, known: dict[pygit2.Oid, _Entries]
+) -> _Entries:
+    """name -> (mode, id) of a tree, parsed from its raw object: a folder of 10,000 devices
+    is read in a few ms, where making a pygit2 object per entry costs ten times more."""
+    if tree_id is None:
+        return {}
+    entries = known.get(tree_id)
+    if entries is None:
+        raw = repo.odb.read(tree_id)[1]
+        entries = {name: (mode, oid) for mode, name, oid in _RAW_ENTRY.findall(raw)}
+    return entries
+
+
+def _compare_trees(
+    repo: pygit2.Repository,
+    prefix: str,
+    old: pygit2.Tree,
+    new: pygit2.Tree,
+    known: dict[pygit2.Oid, _Entries],
+) -> tuple[set[str], list[_Leaf]]:
     """Every non-folder path that differs between two trees (added, deleted, or changed in
     content or mode; a rename is its two paths), and the new side's entries for those that
     exist in ``new``. Subtrees with the same id are skipped unread, which is what makes one
     changed file among 20,000 cost a few ms: libgit2's tree diff parses every subtree of both
-    sides (30+ ms there)."""
-    folder = pygit2.enums.FileMode.TREE
+    sides (30+ ms there). ``known`` holds trees parsed by the previous comparison (the old
+    side now was the new side then); it is left holding this comparison's new side."""
     changed: set[str] = set()
+    parsed: dict[pygit2.Oid, _Entries] = {}
     arrived: list[_Leaf] = []
     # an explicit stack rather than recursion: tree depth comes from the repo's author
-    stack: list[tuple[str, pygit2.Tree | None, pygit2.Tree | None]] = [(prefix, old, new)]
+    stack: list[tuple[str, pygit2.Oid | None, pygit2.Oid | None]] = [(prefix, old.id, new.id)]
     while stack:
         path, before, after = stack.pop()
-        old_entries = {entry.name: entry for entry in before} if before is not None else {}
-        new_entries = {entry.name: entry for entry in after} if after is not None else {}
+        old_entries = _raw_entries(repo, before, known)
+        new_entries = _raw_entries(repo, after, known)
+        if after is not None:
+            parsed[after] = new_entries
         for name in old_entries.keys() | new_entries.keys():
             was, now = old_entries.get(name), new_entries.get(name)
-            if (
-                was is not None
-                and now is not None
-                and was.id == now.id
-                and was.filemode == now.filemode
-            ):
-                continue  # the same subtree or file: nothing below it changed
-            child = f"{path}/{name}"
-            was_folder = was is not None and was.filemode == folder
-            now_folder = now is not None and now.filemode == folder
+            if was == now:
+                continue  # the same mode and id: nothing below it changed
+            child = f"{path}/{name.decode('utf-8', 'surrogateescape')}"
+            was_folder = was is not None and was[0] == _TREE_MODE
+            now_folder = now is not None and now[0] == _TREE_MODE
             if was_folder or now_folder:
                 stack.append(
                     (
                         child,
-                        was if was_folder and isinstance(was, pygit2.Tree) else None,
-                        now if now_folder and isinstance(now, pygit2.Tree) else None,
+                        pygit2.Oid(raw=was[1]) if was is not None and was_folder else None,
+                        pygit2.Oid(raw=now[1]) if now is not None and now_folder else None,
                     )
                 )
             if was is not None and not was_folder:
                 changed.add(child)
             if now is not None and not now_folder:
                 changed.add(child)
-                arrived.append((child, now.filemode, now.id))
+                arrived.append((child, int(now[0], 8), pygit2.Oid(raw=now[1])))
+    known.clear()
+    known.update(parsed)
     return changed, arrived
 
 

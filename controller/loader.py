@@ -50,7 +50,7 @@ class LoadResult:
 class _TenantLoad:
     """One tenant's earlier load: valid while its paths and model files are the same."""
 
-    paths: list[str]
+    paths: frozenset[str]
     model_files: dict[str, bytes]
     model: fleet.TenantModel | None
     diagnostics: list[Diagnostic]
@@ -300,7 +300,8 @@ class _Loader:
     def load_tenant_once(self, tenant: str, paths: list[str]) -> fleet.TenantModel | None:
         """``load_tenant``, or its earlier result when nothing it depends on changed."""
         known = self.memo.tenants.get(tenant)
-        if known is not None and known.paths == paths:
+        present = frozenset(paths)  # as a set: a snapshot may list its paths in another order
+        if known is not None and known.paths == present:
             snapshot = self.snapshot
             if all(
                 snapshot[p] is data or snapshot[p] == data for p, data in known.model_files.items()
@@ -311,7 +312,7 @@ class _Loader:
         self.model_files = {}
         model = self.load_tenant(tenant, paths)
         self.memo.tenants[tenant] = _TenantLoad(
-            paths, self.model_files, model, self.diagnostics[before:]
+            present, self.model_files, model, self.diagnostics[before:]
         )
         return model
 
