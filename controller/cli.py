@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
+
+_SIGPIPE_STATUS = 128 + 13  # what a shell reports for a process ended by SIGPIPE
 
 # command -> its module; only the module of the command being run is imported, so that
 # `rciots kustomize build` does not pay for the schemas or the round-trip YAML editor
@@ -47,7 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = arguments[:1] if arguments and arguments[0] in COMMANDS else None
     parser = build_parser(chosen)
     args = parser.parse_args(arguments)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except BrokenPipeError:
+        # the reader went away (`rciots diff ... | head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return _SIGPIPE_STATUS
     return result
 
 
