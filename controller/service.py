@@ -95,13 +95,22 @@ def _is_local_path(source: str) -> bool:
 
 
 def _local_repository(source: str) -> Path | None:
-    """The Git repository (its git directory) of a local path or file:// source, else None."""
+    """The Git repository (its git directory) at a local path or file:// source, else None.
+
+    Only a repository whose top is exactly that folder: a fleet repo folder that sits inside
+    some other repository (say, an example in a project's checkout) must not get a status
+    branch written into that other repository."""
     if source.startswith("file://"):
         source = urllib.parse.unquote(urllib.parse.urlsplit(source).path)
     elif not _is_local_path(source):
         return None
-    found = pygit2.discover_repository(source)
-    return Path(found) if found else None
+    folder = Path(source).resolve()
+    found = pygit2.discover_repository(str(folder))
+    if not found:
+        return None
+    repo = pygit2.Repository(found)
+    top = Path(repo.workdir) if repo.workdir else Path(repo.path)
+    return Path(found) if top.resolve() == folder else None
 
 
 class Controller:

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import shutil
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Coroutine
@@ -189,3 +190,23 @@ def test_a_working_tree_is_followed_as_saved(tmp_path: Path) -> None:
     assert _has_branch(work / ".git", "rciots/status")
     status = gitserver.run_git(work, "show", "rciots/status:status/acme-sensors/berlin-gw-01.yaml")
     assert "worktree:" in status
+
+
+def test_a_fleet_folder_inside_another_repository_gets_no_status_branch_there(
+    tmp_path: Path,
+) -> None:
+    outer = tmp_path / "project"
+    shutil.copytree(EXAMPLE, outer / "fleet")
+    gitserver.run_git(None, "init", "-q", "-b", "main", str(outer))
+    gitserver.run_git(outer, "add", "-A")
+    gitserver.run_git(outer, "commit", "-qm", "project")
+    settings = service.Settings(
+        source=str(outer / "fleet"), state_dir=tmp_path / "state", worktree=True
+    )
+
+    async def body(controller: service.Controller) -> None:
+        assert controller.reconciler.table[BERLIN].revision is not None
+        assert controller.status is None
+
+    run(with_controller(settings, body))
+    assert not _has_branch(outer / ".git", "rciots/status")
