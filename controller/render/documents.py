@@ -1,9 +1,11 @@
 """YAML documents of the files a build reads, memoized by content.
 
 Device overlays of one fleet repeat the same patch and kustomization texts many times; a text
-met a second time is kept, so it is parsed at most twice. Callers get a fresh copy (from JSON
-text, which the C-accelerated json module copies fast), so a build may change what it got.
-Only small texts are kept, and at most a few thousand.
+met a second time is kept, so it is parsed at most twice. Kustomization files are kept from
+the first time: the controller builds every device again when a shared template changes, and
+each device's own kustomization is unique but unchanged then. Callers get a fresh copy (from
+JSON text, which the C-accelerated json module copies fast), so a build may change what it
+got. Only small texts are kept, and at most a bounded number (tens of MB for 10,000 devices).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def _read(data: bytes, limits: yamlsafe.Limits, dialect: yamlsafe.Dialect) -> li
     ]
 
 
-_MAX_ENTRIES = 4096
+_MAX_ENTRIES = 32768
 # texts seen once (by hash) and texts seen again (their documents as JSON text)
 _seen: set[int] = set()
 _cached: dict[tuple[bytes, yamlsafe.Limits, yamlsafe.Dialect], str] = {}
@@ -50,7 +52,9 @@ def load(
         return loaded
     documents = _read(data, limits, dialect)
     fingerprint = hash(key)
-    if fingerprint in _seen:  # a text met twice is likely to come again: keep it
+    # a text met twice is likely to come again, and a kustomization comes again with the
+    # next build of its device: keep it
+    if fingerprint in _seen or dialect is yamlsafe.KUSTOMIZATION:
         if len(_cached) >= _MAX_ENTRIES:
             del _cached[next(iter(_cached))]
         _cached[key] = json.dumps(documents)
