@@ -83,13 +83,15 @@ def _read(repo: Path, rev: str | None) -> tuple[snapshots.Files, list[Any], str]
     return snapshot, problems, commit or "working tree"
 
 
-def _state(
-    repo: Path, rev: str | None, policy: desired.PolicyCheck
-) -> tuple[str, dict[desired.DeviceKey, desired.DeviceRender], list[Any]]:
-    snapshot, problems, commit = _read(repo, rev)
+def _render_one(
+    repo: Path, rev: str | None, device: desired.DeviceKey, policy: desired.PolicyCheck
+) -> tuple[desired.DeviceRender | None, list[Any]]:
+    """The device's render (None when the repo has no such valid device), and the repo's
+    diagnostics; only that device is rendered."""
+    snapshot, problems, _ = _read(repo, rev)
     result = loader.load(snapshot)
-    renders = desired.render_devices(snapshot, result.model, policy=policy)
-    return commit, renders, problems + result.diagnostics
+    renders = desired.render_devices(snapshot, result.model, only={device}, policy=policy)
+    return renders.get(device), problems + result.diagnostics
 
 
 def run_render(args: argparse.Namespace) -> int:
@@ -98,11 +100,10 @@ def run_render(args: argparse.Namespace) -> int:
         print("rciots: error: --device takes TENANT/NAME", file=sys.stderr)
         return 2
     try:
-        _, renders, diagnostics = _state(args.repo, args.rev, _policy(args.policy))
+        found, diagnostics = _render_one(args.repo, args.rev, (tenant, name), _policy(args.policy))
     except _UsageError as exc:
         print(f"rciots: error: {exc}", file=sys.stderr)
         return 2
-    found = renders.get((tenant, name))
     if found is None:
         problems = [d for d in diagnostics if f"/{tenant}/" in d.path and d.severity == "error"]
         sys.stderr.write(report.format_diagnostics(problems, "text"))
