@@ -72,16 +72,9 @@ def _render_one(
             workload.entry,
             inputs=inputs,
             error=f"policy: {error}",
-            error_path=_kustomization_file(source, workload.entry),
+            error_path=workload.kustomization,
         )
     return DeviceRender(name, device.name, workload.entry, rendered.yaml, rendered.digest, inputs)
-
-
-def _kustomization_file(source: engine.Source, directory: str) -> str:
-    for name in layout.KUSTOMIZATION_NAMES:
-        if source.get(f"{directory}/{name}") is not None:
-            return f"{directory}/{name}"
-    return directory
 
 
 def render_devices(

@@ -130,6 +130,8 @@ class Workload:
     entry: str
     source: Literal["overlay", "device", "fleet"]
     fleet: str | None = None
+    # the entry's kustomization file, to point at in messages (derived from ``entry``)
+    kustomization: str = field(default="", compare=False)
 
 
 def choose_fleets(fleets: Mapping[str, Fleet], labels: Mapping[str, str]) -> list[Fleet]:
@@ -152,15 +154,22 @@ class TenantModel:
         as an error, so a valid model never has it).
         """
         if device.overlay is not None:
-            return Workload(device.overlay.rpartition("/")[0], "overlay")
+            overlay = device.overlay
+            return Workload(overlay.rpartition("/")[0], "overlay", kustomization=overlay)
         if device.template is not None:
             template = self.templates.get(device.template)
-            return Workload(template.directory, "device") if template else None
+            if template is None:
+                return None
+            return Workload(template.directory, "device", kustomization=template.kustomization)
         matching = choose_fleets(self.fleets, device.labels)
         if len(matching) != 1:
             return None
         template = self.templates.get(matching[0].template)
-        return Workload(template.directory, "fleet", matching[0].name) if template else None
+        if template is None:
+            return None
+        return Workload(
+            template.directory, "fleet", matching[0].name, kustomization=template.kustomization
+        )
 
 
 @dataclass(frozen=True)
