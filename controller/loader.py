@@ -64,8 +64,6 @@ class LoadMemo:
         field(default_factory=dict)
     )
     tenants: dict[str, _TenantLoad] = field(default_factory=dict)
-    # typed objects made from parsed ones, by (path, variant)
-    built: dict[tuple[str, str | None], tuple[_Object, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,6 +73,9 @@ class _Object:
     path: str
     data: dict[str, Any]
     positions: yamlsafe.Positions
+    # typed objects made from this one, by variant: kept with the object in the memo, so a
+    # later load of the same bytes does not make them again
+    built: dict[str | None, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def spec(self) -> dict[str, Any]:
         spec = self.data.get("spec")
@@ -196,8 +197,6 @@ class _Loader:
         snapshot = self.snapshot
         for key in [key for key in self.memo.objects if key[0] not in snapshot]:
             del self.memo.objects[key]
-        for built in [built for built in self.memo.built if built[0] not in snapshot]:
-            del self.memo.built[built]
 
     # -- one file -------------------------------------------------------------------------
 
@@ -384,11 +383,10 @@ class _Loader:
 
     def built_before(self, obj: _Object, variant: str | None = None) -> Any:
         """What was made from this very parsed object (and variant) before, or None."""
-        known = self.memo.built.get((obj.path, variant))
-        return known[1] if known is not None and known[0] is obj else None
+        return obj.built.get(variant)
 
     def remember(self, obj: _Object, built: Any, variant: str | None = None) -> Any:
-        self.memo.built[(obj.path, variant)] = (obj, built)
+        obj.built[variant] = built
         return built
 
     def load_templates(self, tenant: str, files: _TenantFiles) -> dict[str, fleet.Template]:
