@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from rciots.controller import yamlsafe
+from rciots.controller.render.api import RenderError
 
 __all__ = ["load"]
 
@@ -36,13 +37,23 @@ _cached: dict[tuple[bytes, yamlsafe.Limits, yamlsafe.Dialect], str] = {}
 
 
 def load(
-    data: bytes, limits: yamlsafe.Limits, dialect: yamlsafe.Dialect = yamlsafe.MANIFEST
+    data: bytes,
+    where: str,
+    limits: yamlsafe.Limits,
+    dialect: yamlsafe.Dialect = yamlsafe.MANIFEST,
 ) -> list[Any]:
-    """The documents of ``data`` as plain data; raises yamlsafe.YamlError.
+    """The documents of ``data`` as plain data; bad YAML raises RenderError naming ``where``.
 
     Manifests and patches are read as kustomize reads resources (go-yaml v3); kustomization
     files (``yamlsafe.KUSTOMIZATION``) with YAML 1.1 words, as kustomize reads those.
     """
+    try:
+        return _load(data, limits, dialect)
+    except yamlsafe.YamlError as exc:
+        raise RenderError(where, f"line {exc.line} column {exc.column}: {exc.message}") from None
+
+
+def _load(data: bytes, limits: yamlsafe.Limits, dialect: yamlsafe.Dialect) -> list[Any]:
     if len(data) > _MAX_CACHED_BYTES:
         return _read(data, limits, dialect)
     key = (data, limits, dialect)

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from rciots.controller import goscalar, layout, yamlsafe
-from rciots.controller.render import documents as documents_module
 from rciots.controller.render import (
+    documents,
     emit,
     generators,
     kustomization,
@@ -420,11 +420,8 @@ def _append(
 
 def load_resources(path: str, data: bytes, limits: yamlsafe.Limits) -> list[Resource]:
     """The objects of one manifest file: documents, with `*List` kinds expanded."""
-    try:
-        documents = documents_module.load(data, limits)
-    except yamlsafe.YamlError as exc:
-        raise RenderError(path, f"line {exc.line} column {exc.column}: {exc.message}") from None
-    pending: list[Any] = [d for d in documents if d is not None and d != {}]
+    loaded = documents.load(data, path, limits)
+    pending: list[Any] = [d for d in loaded if d is not None and d != {}]
     result: list[Resource] = []
     while pending:
         document = pending.pop(0)

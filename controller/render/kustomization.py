@@ -117,10 +117,7 @@ def _strings(path: str, key: str, value: Any) -> list[str]:
 
 
 def parse(path: str, data: bytes, limits: yamlsafe.Limits) -> Kustomization:
-    try:
-        values = documents.load(data, limits, yamlsafe.KUSTOMIZATION)
-    except yamlsafe.YamlError as exc:
-        raise RenderError(path, f"line {exc.line} column {exc.column}: {exc.message}") from None
+    values = documents.load(data, path, limits, yamlsafe.KUSTOMIZATION)
     if len(values) > 1:
         raise RenderError(path, "a kustomization file holds one document")
     raw = values[0] if values else {}

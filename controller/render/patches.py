@@ -104,13 +104,6 @@ def select(resources: list[Resource], target: dict[str, Any], source: str) -> li
 # -- reading and applying -----------------------------------------------------------------
 
 
-def _documents(text: bytes, where: str, limits: yamlsafe.Limits) -> list[Any]:
-    try:
-        return documents.load(text, limits)
-    except yamlsafe.YamlError as exc:
-        raise RenderError(where, f"line {exc.line} column {exc.column}: {exc.message}") from None
-
-
 def _apply_json6902(resource: Resource, operations: Any, where: str) -> None:
     if not isinstance(operations, list):
         raise RenderError(where, "a JSON 6902 patch must be a list of operations")
@@ -203,22 +196,22 @@ def apply_patches(
             raise RenderError(source, "each patches entry must be a mapping")
         text, where = _patch_text(entry, source, read)
         where_name = where if where == source else kustomization.beside(source, where)
-        documents = [d for d in _documents(text, where_name, limits) if d is not None]
+        loaded = [d for d in documents.load(text, where_name, limits) if d is not None]
         target = entry.get("target")
         options = entry.get("options") or {}
-        if len(documents) == 1 and isinstance(documents[0], list):
+        if len(loaded) == 1 and isinstance(loaded[0], list):
             if target is None:
                 raise RenderError(where_name, "a JSON 6902 patch needs a target")
             for resource in select(resources, target, where_name):
-                _apply_json6902(resource, documents[0], where_name)
+                _apply_json6902(resource, loaded[0], where_name)
             continue
-        if target is not None and len(documents) > 1:
+        if target is not None and len(loaded) > 1:
             raise RenderError(
                 source,
                 "several strategic merge patches in one patches entry cannot have a target; "
                 "give each its own entry",
             )
-        for document in documents:
+        for document in loaded:
             _check_strategic(document, where_name)
             _apply_strategic(resources, document, target, options, where_name)
 
@@ -240,7 +233,7 @@ def apply_strategic_merge_list(
             if inline
             else (read(entry), kustomization.beside(source, entry))
         )
-        for document in _documents(text, where, limits):
+        for document in documents.load(text, where, limits):
             if document is None:
                 continue
             _check_strategic(document, where)
@@ -260,7 +253,7 @@ def apply_json6902_list(
             raise RenderError(source, "each patchesJson6902 entry needs a target")
         text, where = _patch_text(entry, source, read)
         where_name = where if where == source else kustomization.beside(source, where)
-        documents = [d for d in _documents(text, where_name, limits) if d is not None]
-        operations = documents[0] if len(documents) == 1 else documents
+        loaded = [d for d in documents.load(text, where_name, limits) if d is not None]
+        operations = loaded[0] if len(loaded) == 1 else loaded
         for resource in select(resources, entry["target"], where_name):
             _apply_json6902(resource, operations, where_name)

@@ -238,11 +238,7 @@ def apply(
             raise RenderError(source, "each replacements entry must be a mapping")
         if "path" in entry:
             where = kustomization.beside(source, entry["path"])
-            try:
-                loaded = documents.load(read(entry["path"]), limits)
-            except yamlsafe.YamlError as exc:
-                raise RenderError(where, f"line {exc.line}: {exc.message}") from None
-            for document in loaded:
+            for document in documents.load(read(entry["path"]), where, limits):
                 for replacement in document if isinstance(document, list) else [document]:
                     if not isinstance(replacement, dict):
                         raise RenderError(where, "each replacement must be a mapping")
