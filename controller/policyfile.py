@@ -15,17 +15,10 @@ docs/policy.md.
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 from collections.abc import Iterator, Mapping
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import jsonschema
-import referencing
-from referencing.jsonschema import DRAFT202012
 
 from rciots.controller import policy, schemas, yamlsafe
 from rciots.controller.diagnostics import Diagnostic
@@ -34,9 +27,7 @@ __all__ = ["PolicyFileError", "parse_policy", "read_policy"]
 
 log = logging.getLogger(__name__)
 
-_DOCS = "docs/policy.md"
 _KIND = "Policy"
-_SCHEMA_FILES = ("common.schema.json", "policy.schema.json")
 # a policy file is a few dozen lines; this is far beyond any real one
 _LIMITS = yamlsafe.Limits(max_bytes=256 * 1024, max_depth=16, max_nodes=20_000, max_documents=2)
 
@@ -50,26 +41,6 @@ class PolicyFileError(ValueError):
         self.diagnostics = diagnostics
 
 
-@cache
-def _validator() -> jsonschema.protocols.Validator:
-    folder = resources.files("rciots.controller.schemafiles")
-    loaded = [json.loads((folder / name).read_text(encoding="utf-8")) for name in _SCHEMA_FILES]
-    registry: referencing.Registry[Any] = referencing.Registry().with_resources(
-        (schema["$id"], DRAFT202012.create_resource(schema)) for schema in loaded
-    )
-    cls = jsonschema.validators.validator_for(loaded[-1])
-    cls.check_schema(loaded[-1])
-    return cls(loaded[-1], registry=registry)
-
-
-def _schema_problems(data: dict[str, Any]) -> list[schemas.SchemaProblem]:
-    problems: list[schemas.SchemaProblem] = []
-    for error in _validator().iter_errors(data):
-        # the same wording as the fleet repo's files (schemas explains jsonschema's errors)
-        problems.extend(schemas.explain(error))
-    return problems
-
-
 def _ids(data: Mapping[str, Any], *path: str) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """(path, id) of each rule id listed at ``path`` in a schema-valid document."""
     value: Any = data
@@ -77,10 +48,6 @@ def _ids(data: Mapping[str, Any], *path: str) -> Iterator[tuple[tuple[str | int,
         value = value.get(key, {}) if isinstance(value, Mapping) else {}
     for index, rule_id in enumerate(value if isinstance(value, list) else []):
         yield (*path, index), rule_id
-
-
-def _dotted(path: tuple[str | int, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
 class _Reader:
@@ -112,13 +79,13 @@ class _Reader:
             self.report(
                 positions.of_value(("kind",)),
                 f"this file declares {shown}; a policy file declares apiVersion: rciots.io/v1 "
-                f"and kind: {_KIND} (see {_DOCS})",
+                f"and kind: {_KIND} (see {policy.DOCS})",
             )
             raise self.fail()
         return loaded, positions
 
     def build(self, data: dict[str, Any], positions: yamlsafe.Positions) -> policy.Policy:
-        problems = _schema_problems(data)
+        problems = schemas.validate(_KIND, data)
         for problem in problems:
             locate = positions.of_key if problem.at_key else positions.of_value
             self.report(locate(problem.path), problem.message)
@@ -173,13 +140,13 @@ class _Reader:
                     hint = f"did you mean {close[0]!r}? " if close else ""
                     self.report(
                         positions.of_value(at),
-                        f"unknown rule {rule_id!r} in {_dotted(at[:-1])}; {hint}the rules are "
-                        f"listed in {_DOCS}#rules, or define it in spec.rules",
+                        f"unknown rule {rule_id!r} in {schemas.dotted(at[:-1])}; {hint}the rules "
+                        f"are listed in {policy.DOCS}#rules, or define it in spec.rules",
                     )
                 elif field == "deny" and rule_id in allowed:
                     self.report(
                         positions.of_value(at),
-                        f"rule {rule_id!r} is both allowed and denied in {_dotted(level)}: "
+                        f"rule {rule_id!r} is both allowed and denied in {schemas.dotted(level)}: "
                         "keep it in one of the two lists",
                     )
 

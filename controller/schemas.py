@@ -1,4 +1,5 @@
-"""JSON Schema checks of fleet repo objects (format v1), with messages that say what to do.
+"""JSON Schema checks of fleet repo objects (format v1) and of the controller's configuration
+files (the policy file), with messages that say what to do.
 
 The schemas in ``schemas/`` (Draft 2020-12, one per kind plus shared definitions) are the
 contract of the format. This module loads them once, validates a parsed object against the one
@@ -23,7 +24,7 @@ from referencing.jsonschema import DRAFT202012
 
 from rciots.controller import timestamps
 
-__all__ = ["KINDS", "SchemaProblem", "explain", "validate"]
+__all__ = ["CONFIG_KINDS", "KINDS", "SchemaProblem", "dotted", "validate"]
 
 # kind -> schema file, for every kind a fleet repo file can declare
 KINDS = {
@@ -32,6 +33,8 @@ KINDS = {
     "Device": "device.schema.json",
     "Fleet": "fleet.schema.json",
 }
+# kind -> schema file, for the controller's own configuration files (never in the fleet repo)
+CONFIG_KINDS = {"Policy": "policy.schema.json"}
 
 PathKey = tuple[str | int, ...]
 
@@ -59,9 +62,10 @@ def _is_timestamp(instance: object) -> bool:
 @cache
 def _validators() -> dict[str, jsonschema.protocols.Validator]:
     folder = resources.files("rciots.controller.schemafiles")
+    kinds = {**KINDS, **CONFIG_KINDS}
     loaded = {
         name: json.loads((folder / name).read_text(encoding="utf-8"))
-        for name in ["common.schema.json", *KINDS.values()]
+        for name in ["common.schema.json", *kinds.values()]
     }
     registry: referencing.Registry[Any] = referencing.Registry().with_resources(
         (schema["$id"], DRAFT202012.create_resource(schema)) for schema in loaded.values()
@@ -69,7 +73,7 @@ def _validators() -> dict[str, jsonschema.protocols.Validator]:
     checker = jsonschema.FormatChecker(formats=())
     checker.checks("rciots-timestamp")(_is_timestamp)
     validators: dict[str, jsonschema.protocols.Validator] = {}
-    for kind, name in KINDS.items():
+    for kind, name in kinds.items():
         cls = jsonschema.validators.validator_for(loaded[name])
         cls.check_schema(loaded[name])
         validators[kind] = cls(loaded[name], registry=registry, format_checker=checker)
@@ -81,11 +85,12 @@ def validate(kind: str, instance: Any) -> list[SchemaProblem]:
     validator = _validators()[kind]
     problems: list[SchemaProblem] = []
     for error in validator.iter_errors(instance):
-        problems.extend(explain(error))
+        problems.extend(_explain(error))
     return sorted(problems, key=lambda p: [str(part) for part in p.path])
 
 
-def _dotted(path: PathKey) -> str:
+def dotted(path: PathKey) -> str:
+    """``spec.rules[2].id``: a field's path as messages show it."""
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -114,9 +119,9 @@ _TYPE_NAMES = {
 }
 
 
-def explain(error: jsonschema.ValidationError) -> Iterator[SchemaProblem]:
+def _explain(error: jsonschema.ValidationError) -> Iterator[SchemaProblem]:
     path: PathKey = tuple(error.absolute_path)
-    where = _dotted(path)
+    where = dotted(path)
     schema: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
     hint = schema.get("x-hint")
     suffix = f"; {hint}" if hint else ""
