@@ -432,6 +432,7 @@ def test_binary_secret_and_token_bytes_on_the_wire() -> None:
     secret = "sécret-✓".encode()
     assert webhooks.verify_push(github(PUSH, secret=secret), PUSH, secret) == push("github")
     on_the_wire = Headers(raw=[(b"x-gitlab-event", b"Push Hook"), (b"x-gitlab-token", secret)])
-    assert webhooks.verify_push(on_the_wire, LAB, secret) is not None
+    expected = push("gitlab", repository="ops/edge/fleet")
+    assert webhooks.verify_push(on_the_wire, LAB, secret) == expected
     as_text = {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": secret.decode()}
-    assert webhooks.verify_push(as_text, LAB, secret) is not None
+    assert webhooks.verify_push(as_text, LAB, secret) == expected
