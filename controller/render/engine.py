@@ -330,7 +330,7 @@ class _Build:
         patches.apply_strategic_merge_list(resources, strategic, k.path, reader, self.limits)
         ran("PatchStrategicMergeTransformer", 1 if strategic else 0)
         for entry in k.get_list("patches"):
-            patches.apply_patches(resources, [entry], k.path, reader, self.limits)
+            patches.apply_patch(resources, entry, k.path, reader, self.limits)
             ran("PatchTransformer")
         if k.get_str("namespace"):
             transformers.set_namespace(resources, k.get_str("namespace"), k.path)
@@ -346,13 +346,13 @@ class _Build:
         transformers.set_annotations(resources, annotations, k.path)
         ran("AnnotationsTransformer", 1 if annotations else 0)
         for entry in k.get_list("patchesJson6902"):
-            patches.apply_json6902_list(resources, [entry], k.path, reader, self.limits)
+            patches.apply_json6902(resources, entry, k.path, reader, self.limits)
             ran("PatchJson6902Transformer")
         for entry in k.get_list("replicas"):
-            transformers.set_replicas(resources, [entry], k.path)
+            transformers.set_replica_count(resources, entry, k.path)
             ran("ReplicaCountTransformer")
         for entry in k.get_list("images"):
-            transformers.set_images(resources, [entry], k.path)
+            transformers.set_image(resources, entry, k.path)
             ran("ImageTagTransformer")
         rules = k.get_list("replacements")
         replacements.apply(resources, rules, k.path, reader, self.limits)

@@ -24,7 +24,7 @@ from rciots.controller.render import (
 from rciots.controller.render.api import RenderError
 from rciots.controller.render.resource import Resource, copy_data
 
-__all__ = ["apply_json6902_list", "apply_patches", "apply_strategic_merge_list", "select"]
+__all__ = ["apply_json6902", "apply_patch", "apply_strategic_merge_list", "select"]
 
 Reader = Callable[[str], bytes]
 
@@ -104,7 +104,7 @@ def select(resources: list[Resource], target: dict[str, Any], source: str) -> li
 # -- reading and applying -----------------------------------------------------------------
 
 
-def _apply_json6902(resource: Resource, operations: Any, where: str) -> None:
+def _patch_json6902(resource: Resource, operations: Any, where: str) -> None:
     if not isinstance(operations, list):
         raise RenderError(where, "a JSON 6902 patch must be a list of operations")
     patched = resource.data  # in place: a failing patch fails the whole build
@@ -174,46 +174,50 @@ def _check_strategic(document: Any, where: str) -> None:
         )
 
 
-def _patch_text(entry: dict[str, Any], source: str, read: Reader) -> tuple[bytes, str]:
+def _load_patch(
+    entry: dict[str, Any], source: str, read: Reader, limits: yamlsafe.Limits
+) -> tuple[list[Any], str]:
+    """The documents (nulls dropped) of a patch given by ``path`` or inline as ``patch``, and
+    the file they came from: the patch file, or the kustomization for an inline patch."""
     if entry.get("path") is not None and entry.get("patch") is not None:
         raise RenderError(source, "a patch entry takes either path or patch, not both")
     if isinstance(entry.get("path"), str):
-        return read(entry["path"]), entry["path"]
-    if isinstance(entry.get("patch"), str):
-        return entry["patch"].encode(), source
-    raise RenderError(source, "a patch entry needs path or patch")
+        text, where = read(entry["path"]), kustomization.beside(source, entry["path"])
+    elif isinstance(entry.get("patch"), str):
+        text, where = entry["patch"].encode(), source
+    else:
+        raise RenderError(source, "a patch entry needs path or patch")
+    return [d for d in documents.load(text, where, limits) if d is not None], where
 
 
-def apply_patches(
+def apply_patch(
     resources: list[Resource],
-    entries: list[Any],
+    entry: Any,
     source: str,
     read: Reader,
     limits: yamlsafe.Limits,
 ) -> None:
-    for entry in entries:
-        if not isinstance(entry, dict):
-            raise RenderError(source, "each patches entry must be a mapping")
-        text, where = _patch_text(entry, source, read)
-        where_name = where if where == source else kustomization.beside(source, where)
-        loaded = [d for d in documents.load(text, where_name, limits) if d is not None]
-        target = entry.get("target")
-        options = entry.get("options") or {}
-        if len(loaded) == 1 and isinstance(loaded[0], list):
-            if target is None:
-                raise RenderError(where_name, "a JSON 6902 patch needs a target")
-            for resource in select(resources, target, where_name):
-                _apply_json6902(resource, loaded[0], where_name)
-            continue
-        if target is not None and len(loaded) > 1:
-            raise RenderError(
-                source,
-                "several strategic merge patches in one patches entry cannot have a target; "
-                "give each its own entry",
-            )
-        for document in loaded:
-            _check_strategic(document, where_name)
-            _apply_strategic(resources, document, target, options, where_name)
+    """One entry of ``patches``: a strategic merge or JSON 6902 patch, with a target or not."""
+    if not isinstance(entry, dict):
+        raise RenderError(source, "each patches entry must be a mapping")
+    loaded, where = _load_patch(entry, source, read, limits)
+    target = entry.get("target")
+    options = entry.get("options") or {}
+    if len(loaded) == 1 and isinstance(loaded[0], list):
+        if target is None:
+            raise RenderError(where, "a JSON 6902 patch needs a target")
+        for resource in select(resources, target, where):
+            _patch_json6902(resource, loaded[0], where)
+        return
+    if target is not None and len(loaded) > 1:
+        raise RenderError(
+            source,
+            "several strategic merge patches in one patches entry cannot have a target; "
+            "give each its own entry",
+        )
+    for document in loaded:
+        _check_strategic(document, where)
+        _apply_strategic(resources, document, target, options, where)
 
 
 def apply_strategic_merge_list(
@@ -240,20 +244,17 @@ def apply_strategic_merge_list(
             _apply_strategic(resources, document, None, {}, where)
 
 
-def apply_json6902_list(
+def apply_json6902(
     resources: list[Resource],
-    entries: list[Any],
+    entry: Any,
     source: str,
     read: Reader,
     limits: yamlsafe.Limits,
 ) -> None:
-    """The deprecated patchesJson6902: target plus path or inline patch."""
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("target"), dict):
-            raise RenderError(source, "each patchesJson6902 entry needs a target")
-        text, where = _patch_text(entry, source, read)
-        where_name = where if where == source else kustomization.beside(source, where)
-        loaded = [d for d in documents.load(text, where_name, limits) if d is not None]
-        operations = loaded[0] if len(loaded) == 1 else loaded
-        for resource in select(resources, entry["target"], where_name):
-            _apply_json6902(resource, operations, where_name)
+    """One entry of the deprecated patchesJson6902: target plus path or inline patch."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("target"), dict):
+        raise RenderError(source, "each patchesJson6902 entry needs a target")
+    loaded, where = _load_patch(entry, source, read, limits)
+    operations = loaded[0] if len(loaded) == 1 else loaded
+    for resource in select(resources, entry["target"], where):
+        _patch_json6902(resource, operations, where)

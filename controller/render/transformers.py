@@ -17,11 +17,11 @@ from rciots.controller.render.resource import Gvk, LinkPath, Resource, is_cluste
 
 __all__ = [
     "set_annotations",
-    "set_images",
+    "set_image",
     "set_labels",
     "set_name_prefix_suffix",
     "set_namespace",
-    "set_replicas",
+    "set_replica_count",
 ]
 
 _SKIP_PREFIX: tuple[tuple[str, str], ...] = (
@@ -234,57 +234,55 @@ _IMAGE_FIELDS = tuple(
 )
 
 
-def set_images(resources: list[Resource], images: list[Any], source: str) -> None:
-    for rule in images:
-        if not isinstance(rule, dict) or not isinstance(rule.get("name"), str):
-            raise RenderError(source, "each images entry needs a name")
-        for key in ("newName", "newTag", "digest", "tagSuffix"):
-            if rule.get(key) is not None and not isinstance(rule[key], str):
-                raise RenderError(
-                    source, f"images {rule['name']}: {key} must be a string; quote it"
-                )
-        for resource in resources:
-            if resource.kind == "CustomResourceDefinition":
-                continue
-            for container in _containers_anywhere(resource.data):
-                image = container.get("image")
-                if isinstance(image, str) and _image_matches(image, rule["name"]):
-                    container["image"] = _new_image(image, rule)
+def set_image(resources: list[Resource], rule: Any, source: str) -> None:
+    """One entry of ``images``: a new name, tag or digest for the images it names."""
+    if not isinstance(rule, dict) or not isinstance(rule.get("name"), str):
+        raise RenderError(source, "each images entry needs a name")
+    for key in ("newName", "newTag", "digest", "tagSuffix"):
+        if rule.get(key) is not None and not isinstance(rule[key], str):
+            raise RenderError(source, f"images {rule['name']}: {key} must be a string; quote it")
+    for resource in resources:
+        if resource.kind == "CustomResourceDefinition":
+            continue
+        for container in _containers_anywhere(resource.data):
+            image = container.get("image")
+            if isinstance(image, str) and _image_matches(image, rule["name"]):
+                container["image"] = _new_image(image, rule)
 
-            # kustomize then runs the same update over its image field specs: harmless for
-            # most rules, but a tagSuffix is added a second time there
-            def update(mapping: dict[str, Any], key: str, rule: dict[str, Any] = rule) -> None:
-                image = mapping[key]
-                if isinstance(image, str) and _image_matches(image, rule["name"]):
-                    mapping[key] = _new_image(image, rule)
+        # kustomize then runs the same update over its image field specs: harmless for
+        # most rules, but a tagSuffix is added a second time there
+        def update(mapping: dict[str, Any], key: str, rule: dict[str, Any] = rule) -> None:
+            image = mapping[key]
+            if isinstance(image, str) and _image_matches(image, rule["name"]):
+                mapping[key] = _new_image(image, rule)
 
-            for spec in _IMAGE_FIELDS:
-                _apply(resource, spec, update)
+        for spec in _IMAGE_FIELDS:
+            _apply(resource, spec, update)
 
 
-def set_replicas(resources: list[Resource], replicas: list[Any], source: str) -> None:
-    for rule in replicas:
-        if not isinstance(rule, dict) or not isinstance(rule.get("name"), str):
-            raise RenderError(source, "each replicas entry needs a name and a count")
-        count = rule.get("count")
-        if not isinstance(count, int) or isinstance(count, bool):
-            raise RenderError(source, f"replicas count for {rule['name']} must be a number")
-        found = False
-        for resource in resources:
-            ids = [i for i in (resource.id, *resource.previous) if i.name == rule["name"]]
-            if not ids:
-                continue
-            for spec in fieldspecs.REPLICAS:
-                if any(spec.applies_to(i.gvk) for i in ids):
-                    found = True
+def set_replica_count(resources: list[Resource], rule: Any, source: str) -> None:
+    """One entry of ``replicas``: the count for the workloads of that name."""
+    if not isinstance(rule, dict) or not isinstance(rule.get("name"), str):
+        raise RenderError(source, "each replicas entry needs a name and a count")
+    count = rule.get("count")
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise RenderError(source, f"replicas count for {rule['name']} must be a number")
+    found = False
+    for resource in resources:
+        ids = [i for i in (resource.id, *resource.previous) if i.name == rule["name"]]
+        if not ids:
+            continue
+        for spec in fieldspecs.REPLICAS:
+            if any(spec.applies_to(i.gvk) for i in ids):
+                found = True
 
-                    def put(mapping: dict[str, Any], key: str, value: int = count) -> None:
-                        mapping[key] = value
+                def put(mapping: dict[str, Any], key: str, value: int = count) -> None:
+                    mapping[key] = value
 
-                    _apply(resource, spec, put)
-        if not found:
-            raise RenderError(
-                source,
-                f"replicas: no Deployment, ReplicationController, ReplicaSet or StatefulSet "
-                f"is named {rule['name']}",
-            )
+                _apply(resource, spec, put)
+    if not found:
+        raise RenderError(
+            source,
+            f"replicas: no Deployment, ReplicationController, ReplicaSet or StatefulSet "
+            f"is named {rule['name']}",
+        )
