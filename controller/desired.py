@@ -53,7 +53,7 @@ def _render_one(
     inputs = frozenset({device.path})
     if workload is None:
         return DeviceRender(name, device.name, None, inputs=inputs)
-    laid = identity.IdentitySource(source, identity.identity_files(device, device_id))
+    laid = identity.IdentitySource(source, device, device_id)
     try:
         rendered = engine.build_from(
             laid, workload.entry, root=layout.tenant_dir(name), cache=cache

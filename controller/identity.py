@@ -53,10 +53,10 @@ def identity_files(device: fleet.Device, device_id: str = "") -> dict[str, bytes
 class IdentitySource:
     """A snapshot source with one device's identity folder laid over it."""
 
-    def __init__(self, base: engine.Source, files: Mapping[str, bytes]) -> None:
+    def __init__(self, base: engine.Source, device: fleet.Device, device_id: str = "") -> None:
         self.base = base
-        self.files = files
-        self.folder = next(iter(files)).rpartition("/")[0]
+        self.files: Mapping[str, bytes] = identity_files(device, device_id)
+        self.folder = layout.identity_dir(device.tenant)
 
     def get(self, path: str) -> bytes | None:
         provided = self.files.get(path)
