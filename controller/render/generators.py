@@ -138,7 +138,7 @@ def generate(
 def absorb(resources: list[Resource], generated: Resource) -> None:
     """Add a generated object, or merge it into / replace the one it names (behavior)."""
     new_id = generated.id
-    matches = [r for r in resources if any(new_id.same_as(i) for i in (r.id, *r.previous))]
+    matches = [r for r in resources if r.known_as(new_id)]
     if not matches:
         if generated.behavior in ("merge", "replace"):
             raise RenderError(

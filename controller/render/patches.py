@@ -143,7 +143,7 @@ def _apply_strategic(
             where,
         )
         wanted = probe.id
-        matches = [r for r in resources if any(wanted.same_as(i) for i in (r.id, *r.previous))]
+        matches = [r for r in resources if r.known_as(wanted)]
         if not matches:
             raise RenderError(where, f"no resource matches strategic merge patch {wanted}")
         if len(matches) > 1:

@@ -45,10 +45,6 @@ def _selected_by(rid: ResId, selector: dict[str, Any]) -> bool:
     )
 
 
-def _ids(resource: Resource) -> list[ResId]:
-    return [resource.id, *resource.previous]
-
-
 def _matches_selectors(resource: Resource, selector: dict[str, Any], where: str) -> bool:
     try:
         return selectors.object_matches(resource.metadata, selector)
@@ -132,7 +128,7 @@ def _text(value: Any) -> str:
 
 
 def _source_value(resources: list[Resource], source: dict[str, Any], where: str) -> Any:
-    matches = [r for r in resources if any(_selected_by(i, source) for i in _ids(r))]
+    matches = [r for r in resources if any(_selected_by(i, source) for i in r.ids())]
     if not matches:
         raise RenderError(where, f"replacements: nothing selected by source {source}")
     if len(matches) > 1:
@@ -202,7 +198,7 @@ def _apply_one(resources: list[Resource], replacement: dict[str, Any], where: st
         rejects = target.get("reject") or []
         options = target.get("options") or {}
         for resource in resources:
-            ids = _ids(resource)
+            ids = resource.ids()
             if not _matches_selectors(resource, select, where):
                 continue
             if not any(_selected_by(i, select) for i in ids):

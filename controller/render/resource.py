@@ -191,6 +191,14 @@ class Resource:
             )
         return ResId(self.gvk, "", "")
 
+    def ids(self) -> tuple[ResId, ...]:
+        """The current id, then every earlier one."""
+        return (self.id, *self.previous)
+
+    def known_as(self, rid: ResId) -> bool:
+        """Whether ``rid`` is the current id or an earlier one (the same object)."""
+        return any(rid.same_as(i) for i in self.ids())
+
     def original_id(self) -> ResId:
         return self.previous[0] if self.previous else self.id
 

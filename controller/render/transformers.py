@@ -269,7 +269,7 @@ def set_replica_count(resources: list[Resource], rule: Any, source: str) -> None
         raise RenderError(source, f"replicas count for {rule['name']} must be a number")
     found = False
     for resource in resources:
-        ids = [i for i in (resource.id, *resource.previous) if i.name == rule["name"]]
+        ids = [i for i in resource.ids() if i.name == rule["name"]]
         if not ids:
             continue
         for spec in fieldspecs.REPLICAS:
