@@ -9,7 +9,6 @@ name references), restated here as data.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,6 @@ __all__ = [
     "TEMPLATE_LABELS",
     "FieldSpec",
     "places",
-    "visit",
 ]
 
 
@@ -47,9 +45,6 @@ class FieldSpec:
 def _parts(path: str) -> list[str]:
     # '\/' escapes a slash inside a key (annotation names)
     return [part.replace("\0", "/") for part in path.replace("\\/", "\0").split("/")]
-
-
-Setter = Callable[[dict[str, Any], str], None]
 
 
 def places(
@@ -79,12 +74,6 @@ def places(
             return []
         child = obj[key] = [] if is_list else {}
     return places(child, rest, create, (*path, key))
-
-
-def visit(obj: Any, parts: list[str], create: bool, setter: Setter) -> None:
-    """Call ``setter(mapping, key)`` for every place ``parts`` leads to in ``obj``."""
-    for mapping, key, _ in places(obj, parts, create):
-        setter(mapping, key)
 
 
 def _specs(create: bool, rows: list[tuple[str, str, str, str]]) -> tuple[FieldSpec, ...]:

@@ -31,10 +31,6 @@ _SKIP_PREFIX: tuple[tuple[str, str], ...] = (
 )
 
 
-def _apply(resource: Resource, spec: FieldSpec, setter: fieldspecs.Setter) -> None:
-    fieldspecs.visit(resource.data, spec.parts(), spec.create, setter)
-
-
 def set_name_prefix_suffix(resources: Iterable[Resource], prefix: str, suffix: str) -> None:
     for resource in resources:
         original = resource.original_id().gvk
@@ -53,17 +49,14 @@ def set_namespace(resources: list[Resource], namespace: str, source: str) -> Non
     for resource in resources:
         resource.remember_id()
         gvk = resource.gvk
-
-        def put(mapping: dict[str, Any], key: str) -> None:
-            mapping[key] = namespace
-
         if not is_cluster_scoped(gvk.kind):
             resource.metadata["namespace"] = namespace
         for spec in fieldspecs.NAMESPACE:
             if spec.path == "metadata/name" and resource.data.get("apiVersion") != "v1":
                 continue
             if spec.applies_to(gvk):
-                _apply(resource, spec, put)
+                for mapping, name, _ in fieldspecs.places(resource.data, spec.parts(), spec.create):
+                    mapping[name] = namespace
         if gvk.kind in ("RoleBinding", "ClusterRoleBinding"):
             for subject in resource.data.get("subjects") or []:
                 if isinstance(subject, dict) and subject.get("name") == "default":
@@ -251,13 +244,11 @@ def set_image(resources: list[Resource], rule: Any, source: str) -> None:
 
         # kustomize then runs the same update over its image field specs: harmless for
         # most rules, but a tagSuffix is added a second time there
-        def update(mapping: dict[str, Any], key: str, rule: dict[str, Any] = rule) -> None:
-            image = mapping[key]
-            if isinstance(image, str) and _image_matches(image, rule["name"]):
-                mapping[key] = _new_image(image, rule)
-
         for spec in _IMAGE_FIELDS:
-            _apply(resource, spec, update)
+            for mapping, key, _ in fieldspecs.places(resource.data, spec.parts(), spec.create):
+                image = mapping[key]
+                if isinstance(image, str) and _image_matches(image, rule["name"]):
+                    mapping[key] = _new_image(image, rule)
 
 
 def set_replica_count(resources: list[Resource], rule: Any, source: str) -> None:
@@ -275,11 +266,8 @@ def set_replica_count(resources: list[Resource], rule: Any, source: str) -> None
         for spec in fieldspecs.REPLICAS:
             if any(spec.applies_to(i.gvk) for i in ids):
                 found = True
-
-                def put(mapping: dict[str, Any], key: str, value: int = count) -> None:
-                    mapping[key] = value
-
-                _apply(resource, spec, put)
+                for mapping, key, _ in fieldspecs.places(resource.data, spec.parts(), spec.create):
+                    mapping[key] = count
     if not found:
         raise RenderError(
             source,
