@@ -30,7 +30,7 @@ from rciots.controller.render import (
     transformers,
 )
 from rciots.controller.render.api import Rendered, RenderError
-from rciots.controller.render.resource import Resource, copy_data
+from rciots.controller.render.resource import Resource, copy_data, scalar_text
 
 __all__ = ["Cache", "MappingSource", "Source", "build", "build_from", "gc_paused"]
 
@@ -382,17 +382,15 @@ def _annotations_as_strings(resource: Resource) -> None:
                 f"{goscalar.resolve(key)[0]}, which kustomize cannot print",
             )
     resource.metadata["annotations"] = {
-        key: "" if value is None else value if isinstance(value, str) else _scalar_text(value)
+        key: value if isinstance(value, str) else _scalar_text(value)
         for key, value in annotations.items()
     }
 
 
 def _scalar_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return (
-        emit.dump_documents([value]).rstrip("\n") if isinstance(value, dict | list) else str(value)
-    )
+    if isinstance(value, dict | list):
+        return emit.dump_documents([value]).rstrip("\n")
+    return scalar_text(value)
 
 
 def _key(resource: Resource) -> tuple[Any, ...]:

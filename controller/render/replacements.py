@@ -14,7 +14,7 @@ from typing import Any
 from rciots.controller import goscalar, yamlsafe
 from rciots.controller.render import documents, kustomization, links, selectors
 from rciots.controller.render.api import RenderError
-from rciots.controller.render.resource import ResId, Resource
+from rciots.controller.render.resource import ResId, Resource, scalar_text
 
 __all__ = ["apply", "split_path"]
 
@@ -119,14 +119,6 @@ def _slots(obj: Any, parts: list[str], create: bool) -> list[Slot]:
     return places
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return ""
-    return str(value)
-
-
 def _source_value(resources: list[Resource], source: dict[str, Any], where: str) -> Any:
     matches = [r for r in resources if any(_selected_by(i, source) for i in r.ids())]
     if not matches:
@@ -143,7 +135,7 @@ def _source_value(resources: list[Resource], source: dict[str, Any], where: str)
     if options.get("delimiter"):
         if isinstance(value, dict | list):
             raise RenderError(where, "delimiter option can only be used with scalar nodes")
-        pieces = _text(value).split(options["delimiter"])
+        pieces = scalar_text(value).split(options["delimiter"])
         index = int(options.get("index") or 0)
         if not 0 <= index < len(pieces):
             raise RenderError(where, f"options.index {index} is out of bounds for {value!r}")
@@ -156,23 +148,23 @@ def _set(slot: Slot, value: Any, options: dict[str, Any], where: str) -> None:
     current = container[key]
     if current is None and not isinstance(value, dict | list):
         # a created field is an untagged scalar: its text is read as YAML reads it
-        container[key] = goscalar.resolve(_text(value), timestamps=False)[1]
+        container[key] = goscalar.resolve(scalar_text(value), timestamps=False)[1]
         return
     if options.get("delimiter"):
         if isinstance(current, dict | list):
             raise RenderError(where, "delimiter option can only be used with scalar nodes")
-        pieces = _text(current).split(options["delimiter"])
+        pieces = scalar_text(current).split(options["delimiter"])
         index = int(options.get("index") or 0)
         if index < 0:
-            pieces.insert(0, _text(value))
+            pieces.insert(0, scalar_text(value))
         elif index >= len(pieces):
-            pieces.append(_text(value))
+            pieces.append(scalar_text(value))
         else:
-            pieces[index] = _text(value)
+            pieces[index] = scalar_text(value)
         value = options["delimiter"].join(pieces)
     if not isinstance(value, dict | list) and not isinstance(current, dict | list | None):
         # a scalar target keeps its type and takes the text: "8080" into a port is 8080
-        value = _typed_like(current, _text(value), where)
+        value = _typed_like(current, scalar_text(value), where)
     container[key] = value
 
 

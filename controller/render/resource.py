@@ -11,7 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["Gvk", "LinkPath", "Origin", "ResId", "Resource", "copy_data", "is_cluster_scoped"]
+__all__ = [
+    "Gvk",
+    "LinkPath",
+    "Origin",
+    "ResId",
+    "Resource",
+    "copy_data",
+    "is_cluster_scoped",
+    "scalar_text",
+]
 
 # buildMetadata: (field, value) pairs of where an object came from or what touched it
 Origin = tuple[tuple[str, str], ...]
@@ -26,6 +35,15 @@ def copy_data(value: Any) -> Any:
     if isinstance(value, list):
         return [copy_data(v) for v in value]
     return value
+
+
+def scalar_text(value: Any) -> str:
+    """A scalar's text as kustomize writes it: booleans in lower case, null as ""."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return str(value)
 
 
 # Kinds the Kubernetes API serves without a namespace (kustomize learns these from its

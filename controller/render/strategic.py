@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from rciots.controller.render import resource
+
 __all__ = ["DELETE", "MergeError", "merge_object"]
 
 
@@ -156,11 +158,7 @@ def _kind(value: Any) -> str:
 
 def _text(value: Any) -> str:
     """A scalar's text as kyaml compares it ("" for anything else)."""
-    if value is None or isinstance(value, dict | list):
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    return "" if isinstance(value, dict | list) else resource.scalar_text(value)
 
 
 def _is_null(value: Any) -> bool:
