@@ -22,9 +22,10 @@ Robustness, in the order a fetch does things:
 1. an exclusive ``flock`` on ``<mirror>/fetch.lock`` (one fetch per mirror; a second
    controller on the same mirror waits, then fails with ``MirrorBusy``). The status writer
    may hold the same lock (``GitMirror.lock``) around its own writes;
-2. leftovers of a crash are removed: Git ``*.lock`` files that only the source writes, and
-   any ``*.lock`` older than a few seconds (a live writer holds one for milliseconds), and
-   temporary or incomplete pack files of an interrupted fetch;
+2. leftovers of a crash are removed: Git ``*.lock`` files (at the top, under ``refs/`` and
+   ``logs/``) of the refs written only under that lock (``refs/remotes/origin/*``,
+   FETCH_HEAD), any other ``*.lock`` there older than a few seconds (a live writer holds one
+   for milliseconds), and temporary or incomplete pack files of an interrupted fetch;
 3. a mirror that cannot be opened, or whose tracking ref points at a missing commit, is moved
    aside (``repo.git.corrupt``, the last one kept for inspection) and fetched afresh;
 4. the fetch is capped in size (``max_fetch_bytes``, counted as the pack arrives) and time
@@ -673,8 +674,10 @@ def _clear_leftovers(repository: Path) -> None:
     if not repository.is_dir():
         return
     now = time.time()
-    ours = repository / "refs" / "remotes" / "origin"  # only fetches write there
-    for lock in repository.rglob("*.lock"):
+    # written only under the mirror lock, which the caller holds: by fetches, and by the status
+    # writer (refs/remotes/origin/<status branch>); a lock file there is a crash's leftover
+    ours = repository / "refs" / "remotes" / "origin"
+    for lock in _lock_files(repository):
         with contextlib.suppress(OSError):
             stale = lock.is_relative_to(ours) or lock.name == "FETCH_HEAD.lock"
             if stale or now - lock.lstat().st_mtime > _STALE_LOCK_AGE:
@@ -696,6 +699,15 @@ def _clear_leftovers(repository: Path) -> None:
             with contextlib.suppress(OSError):
                 (packs / name).unlink()
                 log.warning("removed %s, left by an interrupted fetch", packs / name)
+
+
+def _lock_files(repository: Path) -> Iterator[Path]:
+    """The ``*.lock`` files of a repository where Git and libgit2 write them: the top level
+    (HEAD, config, packed-refs, FETCH_HEAD), ``refs/`` and ``logs/``. Not ``objects/``, which
+    grows with every status commit and would make each fetch walk it."""
+    yield from repository.glob("*.lock")
+    for folder in ("refs", "logs"):
+        yield from (repository / folder).rglob("*.lock")
 
 
 def _tenants_tree(commit: pygit2.Commit) -> pygit2.Tree | bool | None:

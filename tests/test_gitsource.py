@@ -389,7 +389,12 @@ def test_stale_locks_and_leftover_packs_do_not_wedge_the_fetch(
     mirror.fetch()
     git_dir = mirror.repository_path
     fresh = [git_dir / "refs/remotes/origin/main.lock"]  # libgit2 refuses to update the ref
-    old = [git_dir / "packed-refs.lock", git_dir / "config.lock", git_dir / "refs/heads/x.lock"]
+    old = [
+        git_dir / "packed-refs.lock",
+        git_dir / "config.lock",
+        git_dir / "refs/heads/x.lock",
+        git_dir / "logs/refs/heads/x.lock",
+    ]
     leftovers = [
         git_dir / "objects/pack/tmp_pack_Ab12Cd",
         git_dir / "objects/pack/pack_git2_7fQx2a",
