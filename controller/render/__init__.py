@@ -11,6 +11,7 @@ here as plain JSON-like data and ``emit`` reproduces that printer.
 
 from __future__ import annotations
 
-from rciots.controller.render.api import Rendered, RenderError, build
+from rciots.controller.render.api import Rendered, RenderError
+from rciots.controller.render.engine import build
 
 __all__ = ["RenderError", "Rendered", "build"]

@@ -460,6 +460,15 @@ def _is_local_config(resource: Resource) -> bool:
 def build(
     snapshot: Mapping[str, bytes], entry: str, *, root: str = "", cache: Cache | None = None
 ) -> Rendered:
+    """Build the kustomization in directory ``entry`` of ``snapshot``.
+
+    Two load restrictions hold, as in kustomize plus one: a kustomization reads files
+    (resources, patches, generator inputs) only at or below its own directory, though it may
+    name other kustomization directories as resources; and nothing outside ``root`` is read at
+    all (the controller passes the tenant's directory; "" is the whole snapshot). Paths use
+    ``/`` and are relative to the snapshot's top; ``entry`` "" or "." is the top itself.
+    ``cache`` shares built bases between builds.
+    """
     source = cache.source_for(snapshot) if cache is not None else MappingSource(snapshot)
     return build_from(source, entry, root=root, cache=cache)
 
