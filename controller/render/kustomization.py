@@ -60,6 +60,9 @@ _UNSUPPORTED = {
     "imageTags": "imageTags is deprecated; use images",
 }
 
+# kustomize decodes the file into a Go struct, which matches field names case-insensitively
+_CANONICAL = {name.lower(): name for name in (*_SUPPORTED, *_UNSUPPORTED)}
+
 
 @dataclass
 class Kustomization:
@@ -125,9 +128,7 @@ def parse(path: str, data: bytes, limits: yamlsafe.Limits) -> Kustomization:
         raw = {}
     if not isinstance(raw, dict):
         raise RenderError(path, "a kustomization must be a mapping")
-    # kustomize decodes the file into a Go struct, which matches field names case-insensitively
-    canonical = {name.lower(): name for name in (*_SUPPORTED, *_UNSUPPORTED)}
-    raw = {canonical.get(key.lower(), key): value for key, value in raw.items()}
+    raw = {_CANONICAL.get(key.lower(), key): value for key, value in raw.items()}
     if not set(raw) - {"apiVersion", "kind"}:
         raise RenderError(path, "the kustomization is empty: list resources, components or others")
     for key in raw:
