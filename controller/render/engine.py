@@ -13,7 +13,7 @@ import gc
 import hashlib
 import json
 import posixpath
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from rciots.controller import goscalar, layout, yamlsafe
@@ -117,7 +117,9 @@ class Cache:
             self._source = MappingSource(snapshot, self._source, changed)
         return self._source
 
-    def lookup(self, directory: str, source: Source) -> list[Resource] | None:
+    def lookup(self, directory: str, source: Source) -> tuple[list[Resource], Iterable[str]] | None:
+        """Fresh copies of the base built in ``directory`` and the paths it read, if every
+        one of those files is unchanged in ``source``."""
         entry = self.bases.get(directory)
         if entry is None:
             return None
@@ -131,9 +133,12 @@ class Cache:
             copy = template.copy_without_data()
             copy.data = json.loads(text)
             copies.append(copy)
-        return copies
+        return copies, inputs.keys()
 
-    def store(self, directory: str, inputs: dict[str, bytes | None], built: list[Resource]) -> None:
+    def store(
+        self, directory: str, reads: Iterable[str], source: Source, built: list[Resource]
+    ) -> None:
+        """Keep the base built in ``directory`` with the contents of the paths it read."""
         # a base is kept from its second build on: templates are shared by many devices,
         # while a device's own overlay is built once
         if directory not in self.seen:
@@ -142,7 +147,7 @@ class Cache:
         # kept as JSON text: json.loads makes a fresh copy several times faster than a
         # Python-level deep copy, and the data is JSON-like by construction
         self.bases[directory] = (
-            inputs,
+            {path: source.get(path) for path in reads},
             [(r.copy_without_data(), json.dumps(r.data, allow_nan=True)) for r in built],
         )
 
@@ -199,6 +204,14 @@ class _Build:
             raise RenderError(referrer, f"file {relative!r} is {what}")
         self.note_input(path)
         return data
+
+    def reader(self, k: kustomization.Kustomization) -> Callable[[str], bytes]:
+        """``read`` for the files ``k`` names."""
+
+        def read(relative: str) -> bytes:
+            return self.read(k.directory, relative, k.path)
+
+        return read
 
     def kustomization_in(self, directory: str, referrer: str) -> kustomization.Kustomization:
         candidates = [f"{directory}/{n}" if directory else n for n in layout.KUSTOMIZATION_NAMES]
@@ -278,17 +291,17 @@ class _Build:
         if self.cache is not None and not self.tracking:
             cached = self.cache.lookup(directory, self.source)
             if cached is not None:
-                entry = self.cache.bases[directory][0]
-                for path in entry:
+                copies, paths = cached
+                for path in paths:
                     self.note_input(path)
-                return cached
+                return copies
         self.reading.append(set())
         try:
             built = self.accumulate(directory, referrer)
         finally:
             reads = self.reading.pop()
         if self.cache is not None and not self.tracking:
-            self.cache.store(directory, {p: self.source.get(p) for p in reads}, built)
+            self.cache.store(directory, reads, self.source, built)
         return built
 
     def load_file(self, k: kustomization.Kustomization, relative: str) -> list[Resource]:
@@ -301,14 +314,11 @@ class _Build:
 
     def run_generators(self, k: kustomization.Kustomization, resources: list[Resource]) -> None:
         options = k.get_map("generatorOptions")
+        reader = self.reader(k)
         for key, kind in (("configMapGenerator", "ConfigMap"), ("secretGenerator", "Secret")):
             for args in k.get_list(key):
                 if not isinstance(args, dict):
                     raise RenderError(k.path, f"each {key} entry must be a mapping")
-
-                def reader(relative: str, k: kustomization.Kustomization = k) -> bytes:
-                    return self.read(k.directory, relative, k.path)
-
                 generated = generators.generate(kind, args, options, k.path, reader)
                 generators.absorb(resources, generated)
                 if self.tracking and generated.origin is None:
@@ -317,9 +327,7 @@ class _Build:
     def run_transformers(self, k: kustomization.Kustomization, resources: list[Resource]) -> None:
         """kustomize's built-in transformers, in its order; with buildMetadata, each one
         configured is noted on every object present after it ran."""
-
-        def reader(relative: str) -> bytes:
-            return self.read(k.directory, relative, k.path)
+        reader = self.reader(k)
 
         def ran(kind: str, times: int = 1) -> None:
             if self.tracking:
