@@ -17,7 +17,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rciots.controller import cmdargs
+# light enough for the option defaults (pygit2, no web server); ``service`` is imported when
+# the command runs
+from rciots.controller import (
+    cmdargs,
+    gitsource,
+    redaction,
+    sourceloop,
+    statusbranch,
+    statuswriter,
+)
 
 if TYPE_CHECKING:
     from rciots.controller import service
@@ -48,7 +57,11 @@ def register(commands: Any) -> None:
         ),
     )
     parser.add_argument("source", metavar="SOURCE", help="the fleet repo: a URL or a path")
-    parser.add_argument("--branch", default="main", help="the branch to follow (default main)")
+    parser.add_argument(
+        "--branch",
+        default=gitsource.DEFAULT_BRANCH,
+        help=f"the branch to follow (default {gitsource.DEFAULT_BRANCH})",
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -65,9 +78,10 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--poll-interval",
         type=_positive,
-        default=15.0,
+        default=sourceloop.DEFAULT_INTERVAL,
         metavar="SECONDS",
-        help="seconds between fetches, jittered by 10%% (default 15)",
+        help=f"seconds between fetches, jittered by {sourceloop.DEFAULT_JITTER:.0%}% "
+        f"(default {sourceloop.DEFAULT_INTERVAL:g})",
     )
     parser.add_argument("--username", help="user name for HTTPS (default: 'git' with a token)")
     parser.add_argument("--password-file", type=Path, metavar="FILE", help="HTTPS password/token")
@@ -76,15 +90,16 @@ def register(commands: Any) -> None:
     cmdargs.add_policy_argument(parser)
     parser.add_argument(
         "--status-branch",
-        default="rciots/status",
-        help="the branch status is committed to (default rciots/status)",
+        default=statusbranch.DEFAULT_BRANCH,
+        help=f"the branch status is committed to (default {statusbranch.DEFAULT_BRANCH})",
     )
     parser.add_argument(
         "--status-window",
         type=_positive,
-        default=5.0,
+        default=statuswriter.DEFAULT_WINDOW,
         metavar="SECONDS",
-        help="status changes are batched into one commit per window (default 5)",
+        help="status changes are batched into one commit per window "
+        f"(default {statuswriter.DEFAULT_WINDOW:g})",
     )
     parser.add_argument(
         "--webhook-secret-file",
@@ -131,7 +146,7 @@ def _listen(text: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rciots.controller import gitsource, service
+    from rciots.controller import service
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -161,14 +176,14 @@ def run(args: argparse.Namespace) -> int:
         return cmdargs.fail(exc)
     try:
         asyncio.run(_serve(settings))
-    except (OSError, gitsource.SourceError) as exc:
-        print(f"rciots: error: {gitsource.redact(str(exc))}", file=sys.stderr)
+    except (OSError, gitsource.SourceError, statusbranch.StatusBranchError) as exc:
+        print(f"rciots: error: {redaction.redact(str(exc))}", file=sys.stderr)
         return 1
     return 0
 
 
 async def _serve(settings: service.Settings) -> None:
-    from rciots.controller import gitsource, service
+    from rciots.controller import service
 
     controller = service.Controller(settings)
     stopping = asyncio.Event()
@@ -176,7 +191,7 @@ async def _serve(settings: service.Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     await controller.start()
-    log.info("controller running on %s; stop with Ctrl-C", gitsource.redact(settings.source))
+    log.info("controller running on %s; stop with Ctrl-C", redaction.redact(settings.source))
     try:
         await stopping.wait()
     finally:
@@ -184,4 +199,4 @@ async def _serve(settings: service.Settings) -> None:
         try:
             await controller.stop()
         except Exception as exc:  # the next start writes every device's status again
-            log.error("pending status not written: %s", gitsource.redact(str(exc)))
+            log.error("pending status not written: %s", redaction.redact(str(exc)))

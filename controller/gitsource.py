@@ -12,7 +12,7 @@ Remotes: a local path, ``file://``, ``git://``, ``http(s)://`` (user and passwor
 in ``Credentials`` or in the URL; an optional CA bundle) and ``ssh://`` (a key pair, or the
 SSH agent). Credentials never reach logs, exception text or the mirror's config: they are
 taken out of the URL before libgit2 sees it (the mirror fetches through an anonymous remote,
-so no URL is stored at all), and every message passes through ``redact``.
+so no URL is stored at all), and every message passes through ``redaction.redact``.
 
 The mirror (``<mirror>/repo.git``, bare) is shared with the status writer, which commits
 ``refs/heads/rciots/status`` in it from its own ``pygit2.Repository``. So a fetch writes only
@@ -75,6 +75,7 @@ from rciots.controller import layout, redaction, snapshots
 from rciots.controller.diagnostics import Diagnostic
 
 __all__ = [
+    "DEFAULT_BRANCH",
     "DEFAULT_FETCH_TIMEOUT",
     "DEFAULT_MAX_FETCH_BYTES",
     "Credentials",
@@ -82,11 +83,11 @@ __all__ = [
     "GitMirror",
     "SourceConfig",
     "SourceError",
-    "redact",
 ]
 
 log = logging.getLogger(__name__)
 
+DEFAULT_BRANCH = "main"
 DEFAULT_MAX_FETCH_BYTES = 512 * 1024 * 1024
 DEFAULT_FETCH_TIMEOUT = 120.0
 # A server that sends nothing for this long is taken as gone, even when fetch_timeout is longer.
@@ -96,8 +97,6 @@ _STALE_LOCK_AGE = 3.0
 _REPOSITORY_DIR = "repo.git"
 _LOCK_FILE = "fetch.lock"
 _CORRUPT_SUFFIX = ".corrupt"
-
-redact = redaction.redact  # the name callers of the source know it by
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,7 @@ class SourceConfig:
 
     url: str = field(repr=False)
     mirror: Path
-    branch: str = "main"
+    branch: str = DEFAULT_BRANCH
     credentials: Credentials = field(default_factory=Credentials)
     ca_bundle: Path | None = None
     max_fetch_bytes: int = DEFAULT_MAX_FETCH_BYTES
@@ -148,7 +147,7 @@ class SourceConfig:
 
     def __repr__(self) -> str:
         return (
-            f"SourceConfig(url={redact(self.url)!r}, mirror={self.mirror!r}, "
+            f"SourceConfig(url={redaction.redact(self.url)!r}, mirror={self.mirror!r}, "
             f"branch={self.branch!r}, ca_bundle={self.ca_bundle!r})"
         )
 
@@ -185,7 +184,9 @@ class GitMirror:
     """A bare mirror of one branch of the fleet repo, under ``config.mirror``.
 
     Blocking and not thread-safe: call one method at a time (``SourceLoop`` runs them in one
-    worker thread). The mirror is created on first use.
+    worker thread). The exceptions are ``lock()`` and ``remote_callbacks()``: they only read
+    immutable state (the configuration, and the credentials taken from it at construction), so
+    the status writer calls them from its own thread. The mirror is created on first use.
     """
 
     def __init__(self, config: SourceConfig) -> None:
@@ -200,7 +201,7 @@ class GitMirror:
             ssh_public_key=given.ssh_public_key,
             ssh_passphrase=given.ssh_passphrase,
         )
-        self._shown_url = redact(config.url)
+        self._shown_url = redaction.redact(config.url)
         self._repo: pygit2.Repository | None = None
         self._damage: str | None = None  # found while reading: the next fetch starts afresh
         self._trees: dict[pygit2.Oid, _Entries] = {}  # parsed by the last snapshot comparison
@@ -268,7 +269,8 @@ class GitMirror:
                 raise SourceError(
                     "MirrorUnusable",
                     f"the mirror {self.repository_path} cannot be prepared "
-                    f"({redact(str(error))}); check the folder's permissions and free space",
+                    f"({redaction.redact(str(error))}); check the folder's permissions and free "
+                    "space",
                     retryable=True,
                 ) from None
             self._repo = repo
@@ -344,7 +346,7 @@ class GitMirror:
             files, problems = snapshots.read_git_tenants(repo, commit)
         except (KeyError, pygit2.GitError) as error:
             # a tree or blob of the commit is missing or unreadable: the mirror is damaged
-            self._damage = f"reading {revision[:12]} failed: {redact(str(error))}"
+            self._damage = f"reading {revision[:12]} failed: {redaction.redact(str(error))}"
             raise SourceError(
                 "MirrorCorrupt",
                 f"the mirror {self.repository_path} is damaged ({self._damage}); the next "
@@ -391,7 +393,7 @@ class GitMirror:
                 if target is not None and _commit(repo, target) is None:
                     problem = f"{self.tracking_ref} points at a missing commit {target[:12]}"
         except (pygit2.GitError, OSError, ValueError, KeyError) as error:
-            problem = redact(str(error)) or type(error).__name__
+            problem = redaction.redact(str(error)) or type(error).__name__
         if problem is None and repo is not None:
             return repo
         repo = None  # close its files before the folder moves
@@ -473,7 +475,7 @@ class GitMirror:
         )
 
     def _scrub(self, text: str) -> str:
-        text = redact(text).replace(self.config.url, self._shown_url)
+        text = redaction.redact(text).replace(self.config.url, self._shown_url)
         for secret in self._credentials.secrets():
             text = text.replace(secret, "***")
         return text

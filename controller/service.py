@@ -49,14 +49,14 @@ class Settings:
 
     source: str = field(repr=False)  # the fleet repo: a URL, or a local path
     state_dir: Path  # the controller's own files (the Git mirror)
-    branch: str = "main"
+    branch: str = gitsource.DEFAULT_BRANCH
     worktree: bool = False  # read a local working tree as saved, not its commits
     poll_interval: float = sourceloop.DEFAULT_INTERVAL
     credentials: gitsource.Credentials = field(default_factory=gitsource.Credentials)
     ca_bundle: Path | None = None
     policy: desired.PolicyCheck | None = None
     status_branch: str = statusbranch.DEFAULT_BRANCH
-    status_window: float = 5.0
+    status_window: float = statuswriter.DEFAULT_WINDOW
     webhook_secret: bytes | None = field(default=None, repr=False)
     listen: tuple[str, int] | None = None  # host and port of the HTTP endpoints
 
@@ -147,7 +147,6 @@ class Controller:
                     ca_bundle=settings.ca_bundle,
                 )
             )
-            git_mirror.repository_path.parent.mkdir(parents=True, exist_ok=True)
             mirror = git_mirror
             self.git_mirror = git_mirror
         self.source = sourceloop.SourceLoop(

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
-from rciots.controller import gitsource, snapshots
+from rciots.controller import gitsource, redaction, snapshots
 
 __all__ = [
     "DEFAULT_BACKOFF_CAP",
@@ -252,7 +252,7 @@ class SourceLoop:
                 log.exception("the source failed unexpectedly")
             self._logged_reason = "SourceFailed"
             return self._failed(
-                "SourceFailed", gitsource.redact(f"{type(error).__name__}: {error}"), retryable=True
+                "SourceFailed", redaction.redact(f"{type(error).__name__}: {error}"), retryable=True
             )
         return self._succeeded()
 

@@ -22,10 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from rciots.controller import names, redaction, timestamps
+from rciots.controller import layout, names, redaction, timestamps
 
 __all__ = [
-    "API_VERSION",
     "APPLIED",
     "APPLY_FAILED",
     "DEFAULT_LAST_SEEN_GRANULARITY",
@@ -43,7 +42,6 @@ __all__ = [
     "written_last_seen",
 ]
 
-API_VERSION = "rciots.io/v1"
 KIND = "DeviceStatus"
 
 # Results: stated facts with CamelCase reasons, as Flux writes them. Others may be added by the
@@ -186,7 +184,7 @@ def render_status(
         return None if text is None else cap_text(redaction.redact(text), max_error_bytes)
 
     lines = [
-        f"apiVersion: {API_VERSION}",
+        f"apiVersion: {layout.API_VERSION}",
         f"kind: {KIND}",
         "metadata:",
         f"  tenant: {_scalar(status.tenant)}",

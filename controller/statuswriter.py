@@ -22,10 +22,11 @@ from collections.abc import Mapping
 
 from rciots.controller import statusbranch
 
-__all__ = ["MAX_RETRY_DELAY", "StatusWriter"]
+__all__ = ["DEFAULT_WINDOW", "MAX_RETRY_DELAY", "StatusWriter"]
 
 log = logging.getLogger(__name__)
 
+DEFAULT_WINDOW = 5.0  # seconds a first change waits for those that follow it
 MAX_RETRY_DELAY = 300.0  # seconds between attempts while commits or pushes keep failing
 
 
@@ -35,7 +36,7 @@ class StatusWriter:
     def __init__(
         self,
         branch: statusbranch.StatusBranch,
-        window: float = 5.0,
+        window: float = DEFAULT_WINDOW,
         *,
         max_retry_delay: float = MAX_RETRY_DELAY,
     ) -> None:

@@ -42,6 +42,18 @@ def test_bad_options_say_what_to_do(
     assert "s3cret-value" not in err
 
 
+def test_a_status_branch_that_cannot_be_written_is_a_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "fleet"
+    gitserver.run_git(None, "init", "-q", "-b", "main", str(repo))
+    options = ["--state-dir", str(tmp_path / "state"), "--status-branch", "status..bad"]
+    assert cli.main(["controller", str(repo), *options]) == 1
+    err = capsys.readouterr().err
+    assert "rciots: error: status branch name 'status..bad' is not a valid Git branch" in err
+    assert "Traceback" not in err
+
+
 def test_a_bad_interval_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         cli.main(["controller", ".", "--poll-interval", "0"])

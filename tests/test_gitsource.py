@@ -41,16 +41,6 @@ def assert_same_as_git(snapshot: snapshots.Snapshot, remote: gitserver.Remote) -
 # --- URLs and configuration ----------------------------------------------------------------
 
 
-def test_redact_strips_user_and_password_from_every_url_in_a_text() -> None:
-    text = "fetch https://bot:tok%40en@git.example.com/f.git and ssh://git@h:22/f failed"
-    assert gitsource.redact(text) == "fetch https://git.example.com/f.git and ssh://h:22/f failed"
-
-
-def test_redact_leaves_paths_and_plain_urls_alone() -> None:
-    for text in ("/srv/fleet", "git://127.0.0.1:9418/f.git", "git@github.com:o/fleet.git"):
-        assert gitsource.redact(text) == text
-
-
 def test_config_repr_hides_credentials() -> None:
     config = gitsource.SourceConfig(
         url="https://bot:hunter2@git.example.com/f.git",
