@@ -192,6 +192,10 @@ class _Build:
         """A file named by the kustomization in ``directory``: kustomize lets it read only
         at or below its own directory."""
         path = self.resolve(directory, relative, referrer)
+        return self.read_at(directory, path, relative, referrer)
+
+    def read_at(self, directory: str, path: str, relative: str, referrer: str) -> bytes:
+        """``read``, given ``relative`` already resolved to ``path``."""
         if not _within(path, directory):
             raise RenderError(
                 referrer,
@@ -283,7 +287,7 @@ class _Build:
                 for resource in self.accumulate_base(target, k.path):
                     _append(resources, index, resource, k.path)
             else:
-                for resource in self.load_file(k, entry):
+                for resource in self.load_file(k, entry, target):
                     _append(resources, index, resource, k.path)
 
     def accumulate_base(self, directory: str, referrer: str) -> list[Resource]:
@@ -304,9 +308,10 @@ class _Build:
             self.cache.store(directory, reads, self.source, built)
         return built
 
-    def load_file(self, k: kustomization.Kustomization, relative: str) -> list[Resource]:
-        path = self.resolve(k.directory, relative, k.path)
-        loaded = load_resources(path, self.read(k.directory, relative, k.path), self.limits)
+    def load_file(self, k: kustomization.Kustomization, relative: str, path: str) -> list[Resource]:
+        """The objects of the file ``relative`` names, resolved to ``path``."""
+        data = self.read_at(k.directory, path, relative, k.path)
+        loaded = load_resources(path, data, self.limits)
         if self.tracking:
             for resource in loaded:
                 resource.origin = provenance.from_file(path, self.top)
