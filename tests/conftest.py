@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,19 +22,9 @@ GitRunner = Callable[..., str]  # the type of the git fixture
 
 @pytest.fixture
 def git() -> GitRunner:
-    """Run the git command line in a repository with a fixed identity; return its stdout."""
+    """Run the git command line in a repository with a fixed identity; return its stdout
+    (``gitserver.run_git``: CalledProcessError when git fails)."""
+    # imported here: pytest_plugins above must load it first, to rewrite its assertions
+    from tests import gitserver
 
-    def run(repo: Path, *args: str) -> str:
-        env = {
-            **os.environ,
-            "GIT_AUTHOR_NAME": "t",
-            "GIT_AUTHOR_EMAIL": "t@example.invalid",
-            "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@example.invalid",
-        }
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=env
-        )
-        return done.stdout
-
-    return run
+    return gitserver.run_git

@@ -59,6 +59,7 @@ __all__ = [
     "Request",
     "TlsFiles",
     "free_port",
+    "git",
     "git_daemon",
     "git_http",
     "git_https",
@@ -104,6 +105,11 @@ def run_git(cwd: Path | None, *args: str) -> str:
     if done.returncode != 0:
         raise subprocess.CalledProcessError(done.returncode, command, done.stdout, done.stderr)
     return done.stdout
+
+
+def git(cwd: Path | None, *args: str) -> str:
+    """``run_git``'s stdout without the whitespace around it (a commit id, a listing)."""
+    return run_git(cwd, *args).strip()
 
 
 def free_port() -> int:

@@ -4,12 +4,15 @@ SIGINT, leaving device status on the status branch and the tracked branch as it 
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -82,21 +85,59 @@ def test_the_process_runs_until_interrupted_and_writes_status(tmp_path: Path) ->
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    assert process.stderr is not None
+    # a thread reads stderr, so that waiting for a line has a time limit of its own
+    lines: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=_pump, args=(process.stderr, lines), daemon=True)
+    reader.start()
     try:
-        assert process.stderr is not None
-        deadline = time.monotonic() + 20
-        for line in process.stderr:
-            if "controller running on" in line or time.monotonic() > deadline:
-                break
+        started = _read_until(lines, "controller running on", within=20)
+        assert started is not None, "the controller did not start within 20 s"
         process.send_signal(signal.SIGINT)
-        _, rest = process.communicate(timeout=20)
+        process.wait(timeout=20)
+        rest = "".join(_read_to_end(lines, within=5))
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+        reader.join(timeout=5)  # the stream ends with the process
+        process.stderr.close()
     assert process.returncode == 0, rest
     assert "writing pending status" in rest
     listed = gitserver.run_git(repo, "ls-tree", "-r", "--name-only", "rciots/status").split()
     assert "status/acme-sensors/berlin-gw-01.yaml" in listed
     assert gitserver.run_git(repo, "rev-parse", "HEAD").strip() == head
     assert gitserver.run_git(repo, "status", "--porcelain") == ""
+
+
+def _pump(stream: IO[str], into: queue.Queue[str | None]) -> None:
+    for line in stream:
+        into.put(line)
+    into.put(None)  # the end of the stream
+
+
+def _read_until(lines: queue.Queue[str | None], text: str, *, within: float) -> str | None:
+    """The first line holding ``text``; None when the stream ends or ``within`` s pass."""
+    deadline = time.monotonic() + within
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=remaining)
+        except queue.Empty:
+            return None
+        if line is None or text in line:
+            return line
+    return None
+
+
+def _read_to_end(lines: queue.Queue[str | None], *, within: float) -> list[str]:
+    """The lines left up to the end of the stream (AssertionError after ``within`` s)."""
+    deadline = time.monotonic() + within
+    read: list[str] = []
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"stderr did not end within {within} s: {read}") from None
+        if line is None:
+            return read
+        read.append(line)

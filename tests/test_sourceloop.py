@@ -9,14 +9,12 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rciots.controller import gitsource, snapshots, sourceloop
-from tests import gitserver
+from tests import aio, gitserver
 
 T0 = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
 
@@ -30,21 +28,6 @@ class FixedRandom(random.Random):
 
     def random(self) -> float:
         return self.value
-
-
-def run(main: Coroutine[Any, Any, None], timeout: float = 15.0) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(timeout):
-            await main
-
-    asyncio.run(bounded())
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.005)
 
 
 class Collector:
@@ -120,20 +103,19 @@ def test_run_once_hands_on_a_new_revision_once(tmp_path: Path) -> None:
         rng=FixedRandom(0.5),
     )
 
+    first = remote.head()
+
     async def main() -> None:
         assert await loop.run_once() == pytest.approx(10.0)
         assert await loop.run_once() == pytest.approx(10.0)  # nothing new: nothing handed on
         newer = remote.commit({"tenants/a/t.yaml": "b"})
         await loop.run_once()
-        assert [s.revision for s in collector.snapshots] == [
-            collector.snapshots[0].revision,
-            newer,
-        ]
+        assert [s.revision for s in collector.snapshots] == [first, newer]
         assert collector.snapshots[0].changed is None
         assert collector.snapshots[1].changed == frozenset({"tenants/a/t.yaml"})
         await loop.stop()
 
-    run(main())
+    aio.run(main())
     assert loop.status == sourceloop.SourceStatus(
         revision=remote.head(), last_fetch_at=T0, last_success_at=T0, attempts=3
     )
@@ -159,7 +141,7 @@ def test_an_error_that_needs_a_person_waits_the_cap(
         assert await loop.run_once() == pytest.approx(20.0)
         await loop.stop()
 
-    run(main())
+    aio.run(main())
     status = loop.status
     assert (status.reason, status.failures, status.stale_since) == ("BranchNotFound", 1, T0)
     assert status.last_error is not None
@@ -185,7 +167,7 @@ def test_a_failing_consumer_is_offered_the_revision_again(tmp_path: Path) -> Non
         await loop.run_once()
         await loop.stop()
 
-    run(main())
+    aio.run(main())
     assert offered == [remote.head(), remote.head()]
     assert loop.status.reason is None
     assert loop.snapshot is not None
@@ -204,12 +186,12 @@ def test_polling_picks_up_a_pushed_commit(tmp_path: Path, git_daemon: gitserver.
 
     async def main() -> None:
         loop.start()
-        await until(lambda: collector.has(remote.head()))
+        await aio.eventually(lambda: collector.has(remote.head()))
         newer = remote.commit({"tenants/a/new.yaml": "n"})
-        await until(lambda: collector.has(newer))
+        await aio.eventually(lambda: collector.has(newer))
         await loop.stop()
 
-    run(main())
+    aio.run(main())
     last = collector.snapshots[-1]
     assert last.changed == frozenset({"tenants/a/new.yaml"})
     assert dict(last.files) == {"tenants/a/t.yaml": b"a", "tenants/a/new.yaml": b"n"}
@@ -224,15 +206,15 @@ def test_wake_fetches_at_once(tmp_path: Path, git_http: gitserver.GitHttpServer)
 
     async def main() -> None:
         loop.start()
-        await until(lambda: collector.has(remote.head()))
+        await aio.eventually(lambda: collector.has(remote.head()))
         newer = remote.commit({"tenants/a/t.yaml": "b"})
         woken = time.monotonic()
         threading.Thread(target=loop.wake).start()  # as the webhook handler would
-        await until(lambda: collector.has(newer), timeout=2.0)
+        await aio.eventually(lambda: collector.has(newer), within=2.0)
         assert time.monotonic() - woken < 1.0
         await loop.stop()
 
-    run(main())
+    aio.run(main())
 
 
 def test_wakes_during_a_fetch_make_one_more_fetch(tmp_path: Path) -> None:
@@ -245,18 +227,18 @@ def test_wakes_during_a_fetch_make_one_more_fetch(tmp_path: Path) -> None:
 
         async def main() -> None:
             loop.start()
-            await until(lambda: loop.status.attempts == 1)
+            await aio.eventually(lambda: loop.status.attempts == 1)
             arrived = slow.arrivals
             loop.wake()
-            await until(lambda: slow.arrivals > arrived)  # the second fetch is under way
+            await aio.eventually(lambda: slow.arrivals > arrived)  # the second fetch is under way
             for _ in range(5):
                 threading.Thread(target=loop.wake).start()
-            await until(lambda: loop.status.attempts == 3)
+            await aio.eventually(lambda: loop.status.attempts == 3)
             await asyncio.sleep(0.4)  # and no fourth
             assert loop.status.attempts == 3
             await loop.stop()
 
-        run(main())
+        aio.run(main())
 
 
 def test_force_push_is_followed_and_counted(
@@ -272,12 +254,12 @@ def test_force_push_is_followed_and_counted(
 
     async def main() -> None:
         loop.start()
-        await until(lambda: collector.has(remote.head()))
+        await aio.eventually(lambda: collector.has(remote.head()))
         rewritten = remote.force_push({"tenants/b/t.yaml": "b"})
-        await until(lambda: collector.has(rewritten))
+        await aio.eventually(lambda: collector.has(rewritten))
         await loop.stop()
 
-    run(main())
+    aio.run(main())
     last = collector.snapshots[-1]
     assert dict(last.files) == {"tenants/b/t.yaml": b"b"}
     assert last.changed == frozenset({"tenants/a/t.yaml", "tenants/a/u.yaml", "tenants/b/t.yaml"})
@@ -307,10 +289,10 @@ def test_remote_down_then_up(
 
     async def main() -> None:
         loop.start()
-        await until(lambda: collector.has(first))
+        await aio.eventually(lambda: collector.has(first))
         git_daemon.stop()
         newer = remote.commit({"tenants/a/t.yaml": "b"})  # pushed while the server is down
-        await until(record)
+        await aio.eventually(record)
         stale = loop.status
         assert stale.reason == "Unreachable"
         assert stale.stale_since is not None
@@ -320,11 +302,11 @@ def test_remote_down_then_up(
         assert loop.snapshot.revision == first  # the last good snapshot is kept
         assert stale.revision == first
         git_daemon.start()  # back on the same port
-        await until(lambda: collector.has(newer), timeout=3.0)
+        await aio.eventually(lambda: collector.has(newer), within=3.0)
         await loop.stop()
 
     with caplog.at_level(logging.INFO, logger="rciots.controller.sourceloop"):
-        run(main())
+        aio.run(main())
     # the delays double with each failure, up to the cap
     assert [seen[n] for n in (1, 2, 3, 4)] == pytest.approx([0.0792, 0.1584, 0.297, 0.297])
     healthy = loop.status
@@ -342,13 +324,13 @@ def test_stop_while_waiting_is_prompt(tmp_path: Path) -> None:
 
     async def main() -> None:
         loop.start()
-        await until(lambda: collector.has(remote.head()))
+        await aio.eventually(lambda: collector.has(remote.head()))
         started = time.monotonic()
         await loop.stop()
         assert time.monotonic() - started < 0.5
         loop.wake()  # after stop: does nothing, raises nothing
 
-    run(main())
+    aio.run(main())
 
 
 def test_bad_credentials_never_reach_the_status_or_the_log(
@@ -371,7 +353,7 @@ def test_bad_credentials_never_reach_the_status_or_the_log(
         await loop.stop()
 
     with caplog.at_level(logging.DEBUG):
-        run(main())
+        aio.run(main())
     assert loop.status.reason == "AuthenticationFailed"
     assert wrong not in repr(loop.status)
     assert "AuthenticationFailed" in caplog.text

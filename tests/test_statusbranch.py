@@ -21,10 +21,6 @@ BRANCH = "rciots/status"
 REF = f"refs/heads/{BRANCH}"
 
 
-def git(repo: Path, *args: str) -> str:
-    return gitserver.run_git(repo, *args).strip()
-
-
 def show(repo: Path, rev: str, path: str) -> bytes:
     return subprocess.run(
         ["git", "-C", str(repo), "show", f"{rev}:{path}"], capture_output=True, check=True
@@ -32,7 +28,7 @@ def show(repo: Path, rev: str, path: str) -> bytes:
 
 
 def tree_id(repo: Path, rev: str, path: str) -> str:
-    return git(repo, "rev-parse", f"{rev}:{path}")
+    return gitserver.git(repo, "rev-parse", f"{rev}:{path}")
 
 
 def cli_commit(repo: Path, path: str, content: bytes, message: str = "by another writer") -> str:
@@ -106,7 +102,7 @@ def test_commit_and_read_round_trip(bare: Path) -> None:
     }
     commit = branch.commit(files, "first")
     assert commit is not None
-    assert git(bare, "rev-parse", REF) == commit == branch.head()
+    assert gitserver.git(bare, "rev-parse", REF) == commit == branch.head()
     assert branch.read() == {**files, "README.md": statusdocs.README}
     assert show(bare, BRANCH, "status/acme/gw-2.yaml") == b"two\n"
     # a fresh object on the same repository (a restart) reads the same
@@ -116,13 +112,14 @@ def test_commit_and_read_round_trip(bare: Path) -> None:
 def test_the_branch_starts_with_a_root_commit_holding_the_readme(bare: Path) -> None:
     branch = statusbranch.StatusBranch(bare)
     branch.commit({"status/acme/gw-1.yaml": b"x\n"}, "first")
-    assert git(bare, "log", "--format=%s", BRANCH).splitlines() == [
+    assert gitserver.git(bare, "log", "--format=%s", BRANCH).splitlines() == [
         "first",
         "Start the status branch",
     ]
     # an orphan: no history shared with main
-    assert git(bare, "rev-list", "--max-parents=0", BRANCH) == git(bare, "rev-parse", f"{BRANCH}~1")
-    assert git(bare, "ls-tree", "--name-only", f"{BRANCH}~1") == "README.md"
+    root = gitserver.git(bare, "rev-list", "--max-parents=0", BRANCH)
+    assert root == gitserver.git(bare, "rev-parse", f"{BRANCH}~1")
+    assert gitserver.git(bare, "ls-tree", "--name-only", f"{BRANCH}~1") == "README.md"
     assert show(bare, BRANCH, "README.md") == statusdocs.README
 
 
@@ -154,7 +151,7 @@ def test_identical_content_makes_no_commit(bare: Path) -> None:
     assert branch.commit({"status/acme/gw-1.yaml": b"x\n"}, "again") is None
     assert branch.commit({"status/acme/gone.yaml": None}, "delete nothing") is None
     assert branch.commit({}, "nothing") is None
-    assert git(bare, "rev-parse", REF) == first
+    assert gitserver.git(bare, "rev-parse", REF) == first
     # nothing on a missing branch: the branch is not even created
     other = statusbranch.StatusBranch(bare, branch="rciots/other")
     assert other.commit({"x.yaml": None}, "delete nothing") is None
@@ -166,7 +163,7 @@ def test_deletion_removes_the_file_and_empty_folders(bare: Path) -> None:
     branch.commit({"status/acme/gw-1.yaml": b"1\n", "status/globex/pos-1.yaml": b"2\n"}, "m")
     assert branch.commit({"status/globex/pos-1.yaml": None}, "remove") is not None
     assert branch.read() == {"README.md": statusdocs.README, "status/acme/gw-1.yaml": b"1\n"}
-    assert git(bare, "ls-tree", "--name-only", f"{BRANCH}:status") == "acme"
+    assert gitserver.git(bare, "ls-tree", "--name-only", f"{BRANCH}:status") == "acme"
 
 
 def test_a_file_replaced_by_a_folder(bare: Path) -> None:
@@ -175,7 +172,7 @@ def test_a_file_replaced_by_a_folder(bare: Path) -> None:
     branch.commit({"notes": None, "other/x": b"x\n"}, "m")
     branch.commit({"notes/inside.yaml": b"now a folder\n"}, "m")
     assert branch.read()["notes/inside.yaml"] == b"now a folder\n"
-    assert git(bare, "cat-file", "-t", f"{BRANCH}:notes") == "tree"
+    assert gitserver.git(bare, "cat-file", "-t", f"{BRANCH}:notes") == "tree"
 
 
 @pytest.mark.parametrize(
@@ -206,26 +203,26 @@ def test_main_head_worktree_and_index_stay_untouched(tmp_path: Path) -> None:
     gitserver.run_git(None, "init", "-q", "-b", "main", str(work))
     (work / "tenants").mkdir()
     (work / "tenants" / "t.yaml").write_text("tracked\n")
-    git(work, "add", "-A")
-    git(work, "commit", "-q", "-m", "fleet")
+    gitserver.git(work, "add", "-A")
+    gitserver.git(work, "commit", "-q", "-m", "fleet")
     (work / "tenants" / "t.yaml").write_text("edited, not committed\n")
-    git(work, "add", "tenants/t.yaml")  # staged, so the index differs from HEAD
+    gitserver.git(work, "add", "tenants/t.yaml")  # staged, so the index differs from HEAD
     (work / "untracked.txt").write_text("u\n")
-    refs_before = git(work, "for-each-ref", "--format=%(refname) %(objectname)")
-    head_before = git(work, "symbolic-ref", "HEAD")
+    refs_before = gitserver.git(work, "for-each-ref", "--format=%(refname) %(objectname)")
+    head_before = gitserver.git(work, "symbolic-ref", "HEAD")
     index_before = (work / ".git" / "index").read_bytes()
-    status_before = git(work, "status", "--porcelain")
+    status_before = gitserver.git(work, "status", "--porcelain")
 
     branch = statusbranch.StatusBranch(work)
     branch.commit({"status/a/d.yaml": b"1\n"}, "one")
     branch.commit({"status/a/d.yaml": b"2\n", "tenants/t.yaml": b"not the fleet's\n"}, "two")
 
-    assert git(work, "symbolic-ref", "HEAD") == head_before
+    assert gitserver.git(work, "symbolic-ref", "HEAD") == head_before
     assert (work / ".git" / "index").read_bytes() == index_before
-    assert git(work, "status", "--porcelain") == status_before
+    assert gitserver.git(work, "status", "--porcelain") == status_before
     assert (work / "tenants" / "t.yaml").read_text() == "edited, not committed\n"
     assert not (work / "status").exists()
-    refs_after = git(work, "for-each-ref", "--format=%(refname) %(objectname)")
+    refs_after = gitserver.git(work, "for-each-ref", "--format=%(refname) %(objectname)")
     assert set(refs_after.splitlines()) == {*refs_before.splitlines(), f"{REF} {branch.head()}"}
 
 
@@ -255,7 +252,7 @@ def test_a_branch_moved_meanwhile_is_built_on_again(bare: Path) -> None:
     ours = branch.commit({"status/acme/gw-1.yaml": b"ours\n"}, "second")
     assert branch.intruded is not None
     assert ours is not None
-    assert git(bare, "rev-parse", f"{ours}^") == branch.intruded
+    assert gitserver.git(bare, "rev-parse", f"{ours}^") == branch.intruded
     assert show(bare, BRANCH, "registry/acme/gw-9.yaml") == b"theirs\n"
     assert show(bare, BRANCH, "status/acme/gw-1.yaml") == b"ours\n"
 
@@ -275,8 +272,9 @@ def test_two_writers_on_one_repository_lose_no_update(bare: Path) -> None:
         thread.join()
     files = statusbranch.StatusBranch(bare).read()
     assert sum(path.startswith("status/") for path in files) == 50
-    assert git(bare, "rev-list", "--count", BRANCH) == "51"  # linear: one commit per write
-    assert git(bare, "rev-list", "--merges", BRANCH) == ""
+    # linear: one commit per write
+    assert gitserver.git(bare, "rev-list", "--count", BRANCH) == "51"
+    assert gitserver.git(bare, "rev-list", "--merges", BRANCH) == ""
 
 
 def test_writes_wait_for_the_repository_lock(bare: Path) -> None:
@@ -298,7 +296,7 @@ def test_writes_wait_for_the_repository_lock(bare: Path) -> None:
         writer = threading.Thread(target=commit)
         writer.start()
         assert not done.wait(0.1)
-        assert git(bare, "for-each-ref", REF) == ""
+        assert gitserver.git(bare, "for-each-ref", REF) == ""
     writer.join(timeout=5)
     assert done.is_set()
     assert show(bare, BRANCH, "status/a/d.yaml") == b"1\n"
@@ -332,30 +330,30 @@ def other_clone_commits(served: Served, tmp_path: Path, files: dict[str, str]) -
     if not work.exists():
         gitserver.run_git(None, "clone", "-q", "-b", BRANCH, served.url, str(work))
     else:
-        git(work, "pull", "-q", "--ff-only")
+        gitserver.git(work, "pull", "-q", "--ff-only")
     for path, content in files.items():
         (work / path).parent.mkdir(parents=True, exist_ok=True)
         (work / path).write_text(content)
-    git(work, "add", "-A")
-    git(work, "commit", "-q", "-m", "edited by someone else")
-    git(work, "push", "-q", "origin", BRANCH)
-    return git(work, "rev-parse", "HEAD")
+    gitserver.git(work, "add", "-A")
+    gitserver.git(work, "commit", "-q", "-m", "edited by someone else")
+    gitserver.git(work, "push", "-q", "origin", BRANCH)
+    return gitserver.git(work, "rev-parse", "HEAD")
 
 
 def test_push_lands_on_the_remote_status_branch_and_main_is_untouched(served: Served) -> None:
     main_before = served.remote.head()
-    mirror_main = git(served.mirror, "rev-parse", "refs/heads/main")
+    mirror_main = gitserver.git(served.mirror, "rev-parse", "refs/heads/main")
     branch = served.branch()
     commit = branch.commit({"status/acme/gw-1.yaml": b"1\n"}, "first")
     branch.push()
-    assert git(served.remote.bare, "rev-parse", REF) == commit
+    assert gitserver.git(served.remote.bare, "rev-parse", REF) == commit
     assert show(served.remote.bare, BRANCH, "status/acme/gw-1.yaml") == b"1\n"
     assert served.remote.head() == main_before
-    assert git(served.mirror, "rev-parse", "refs/heads/main") == mirror_main
-    assert git(served.mirror, "symbolic-ref", "HEAD") == "refs/heads/main"
-    assert git(served.mirror, "rev-parse", f"refs/remotes/origin/{BRANCH}") == commit
+    assert gitserver.git(served.mirror, "rev-parse", "refs/heads/main") == mirror_main
+    assert gitserver.git(served.mirror, "symbolic-ref", "HEAD") == "refs/heads/main"
+    assert gitserver.git(served.mirror, "rev-parse", f"refs/remotes/origin/{BRANCH}") == commit
     branch.push()  # nothing new: no error, nothing changes
-    assert git(served.remote.bare, "rev-parse", REF) == commit
+    assert gitserver.git(served.remote.bare, "rev-parse", REF) == commit
 
 
 def test_a_rejected_push_is_applied_again_on_the_remote_head(
@@ -375,7 +373,7 @@ def test_a_rejected_push_is_applied_again_on_the_remote_head(
     branch.push()
 
     remote = served.remote.bare
-    head = git(remote, "rev-parse", REF)
+    head = gitserver.git(remote, "rev-parse", REF)
     assert head == branch.head()
     assert show(remote, BRANCH, "status/acme/gw-1.yaml") == b"ours\n"
     assert show(remote, BRANCH, "status/acme/gw-4.yaml") == b"new\n"
@@ -388,9 +386,9 @@ def test_a_rejected_push_is_applied_again_on_the_remote_head(
     subprocess.run(
         ["git", "-C", str(remote), "merge-base", "--is-ancestor", first, head], check=True
     )
-    assert git(remote, "rev-list", "--merges", BRANCH) == ""
-    assert git(remote, "rev-parse", f"{head}^") == theirs
-    assert "- c\n- b" in git(remote, "log", "-1", "--format=%B", BRANCH)
+    assert gitserver.git(remote, "rev-list", "--merges", BRANCH) == ""
+    assert gitserver.git(remote, "rev-parse", f"{head}^") == theirs
+    assert "- c\n- b" in gitserver.git(remote, "log", "-1", "--format=%B", BRANCH)
 
 
 @ONE_SERVER
@@ -437,14 +435,14 @@ def test_a_status_branch_that_exists_only_on_the_remote_is_built_on(
     gitserver.run_git(
         None, "clone", "-q", "--bare", "-b", "main", str(served.remote.bare), str(mirror)
     )
-    git(mirror, "update-ref", "-d", REF)
+    gitserver.git(mirror, "update-ref", "-d", REF)
     second = statusbranch.StatusBranch(mirror, remote_url=served.url)
     second.commit({"status/acme/gw-2.yaml": b"2\n"}, "b")
     second.push()
     remote = served.remote.bare
     assert show(remote, BRANCH, "status/acme/gw-1.yaml") == b"1\n"
     assert show(remote, BRANCH, "status/acme/gw-2.yaml") == b"2\n"
-    assert git(remote, "rev-list", "--merges", BRANCH) == ""
+    assert gitserver.git(remote, "rev-list", "--merges", BRANCH) == ""
 
 
 @ONE_SERVER

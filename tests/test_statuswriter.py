@@ -4,37 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from rciots.controller import statusbranch, statusdocs, statuswriter
-from tests import gitserver
+from tests import aio, gitserver
 
 BRANCH = "rciots/status"
 WINDOW = 0.1
 
 
-def git(repo: Path, *args: str) -> str:
-    return gitserver.run_git(repo, *args).strip()
-
-
 def commits(repo: Path) -> int:
+    """Commits on the status branch; 0 while it does not exist."""
     try:
-        return int(git(repo, "rev-list", "--count", f"refs/heads/{BRANCH}"))
-    except Exception:
-        return 0
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+        return int(gitserver.git(repo, "rev-list", "--count", f"refs/heads/{BRANCH}"))
+    except subprocess.CalledProcessError as error:
+        if "unknown revision" in error.stderr:  # no branch yet
+            return 0
+        raise
 
 
 @pytest.fixture
@@ -55,14 +46,14 @@ def test_many_sets_in_one_window_make_one_commit(
         for i in range(50):
             writer.set(f"status/acme/d{i}.yaml", f"{i}\n".encode())
             writer.set(f"status/acme/d{i}.yaml", f"{i} later\n".encode())  # the last wish wins
-        await eventually(lambda: commits(bare) > 0)
+        await aio.eventually(lambda: commits(bare) > 0)
         assert time.monotonic() - started >= 0.9 * WINDOW  # it waited for the batch
         await asyncio.sleep(2 * WINDOW)
         assert commits(bare) == 2  # the README root commit and one commit of 50 files
         assert writer.pending == {}
         await writer.stop()
 
-    asyncio.run(scenario())
+    aio.run(scenario())
     assert gitserver.run_git(bare, "show", f"{BRANCH}:status/acme/d7.yaml") == "7 later\n"
     lines = [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
     assert len(lines) == 1
@@ -95,7 +86,7 @@ def test_heartbeats_with_identical_documents_make_no_commit(bare: Path) -> None:
         await writer.stop()
         assert commits(bare) == after_first + 1
 
-    asyncio.run(scenario())
+    aio.run(scenario())
 
 
 def test_a_wish_back_to_the_committed_content_cancels_the_queued_change(bare: Path) -> None:
@@ -112,7 +103,7 @@ def test_a_wish_back_to_the_committed_content_cancels_the_queued_change(bare: Pa
         await writer.stop()
         assert commits(bare) == before
 
-    asyncio.run(scenario())
+    aio.run(scenario())
 
 
 def test_stop_writes_what_is_pending(bare: Path) -> None:
@@ -124,7 +115,7 @@ def test_stop_writes_what_is_pending(bare: Path) -> None:
         await writer.stop()  # long before the window ends
         assert writer.pending == {}
 
-    asyncio.run(scenario())
+    aio.run(scenario())
     assert gitserver.run_git(bare, "show", f"{BRANCH}:status/acme/gw-1.yaml") == "last words\n"
 
 
@@ -136,11 +127,11 @@ def test_a_restarted_writer_does_not_write_what_is_committed(bare: Path) -> None
         writer.set("status/acme/gw-2.yaml", b"two\n")
         await writer.stop()
 
-    asyncio.run(run_once(b"one\n"))
+    aio.run(run_once(b"one\n"))
     before = commits(bare)
-    asyncio.run(run_once(b"one\n"))
+    aio.run(run_once(b"one\n"))
     assert commits(bare) == before
-    asyncio.run(run_once(b"one, changed\n"))
+    aio.run(run_once(b"one, changed\n"))
     assert commits(bare) == before + 1
 
 
@@ -153,15 +144,15 @@ def test_deletions_are_committed(bare: Path) -> None:
         writer.set("pending/acme/p.yaml", None)
         await writer.stop()
 
-    asyncio.run(scenario())
-    assert git(bare, "ls-tree", "-r", "--name-only", BRANCH) == "README.md"
+    aio.run(scenario())
+    assert gitserver.git(bare, "ls-tree", "-r", "--name-only", BRANCH) == "README.md"
 
 
 def test_a_failed_commit_keeps_the_changes_and_retries(tmp_path: Path) -> None:
     work = tmp_path / "fleet"
     gitserver.run_git(None, "init", "-q", "-b", "main", str(work))
-    git(work, "commit", "-q", "--allow-empty", "-m", "fleet")
-    git(work, "symbolic-ref", "HEAD", f"refs/heads/{BRANCH}")  # someone checked it out
+    gitserver.git(work, "commit", "-q", "--allow-empty", "-m", "fleet")
+    gitserver.git(work, "symbolic-ref", "HEAD", f"refs/heads/{BRANCH}")  # someone checked it out
 
     async def scenario() -> None:
         writer = statuswriter.StatusWriter(
@@ -172,11 +163,11 @@ def test_a_failed_commit_keeps_the_changes_and_retries(tmp_path: Path) -> None:
         with pytest.raises(statusbranch.StatusBranchError, match="checked out"):
             await writer.flush()
         assert "status/acme/gw-1.yaml" in writer.pending
-        git(work, "symbolic-ref", "HEAD", "refs/heads/main")  # they check out main again
-        await eventually(lambda: commits(work) == 2)
+        gitserver.git(work, "symbolic-ref", "HEAD", "refs/heads/main")  # they check out main again
+        await aio.eventually(lambda: commits(work) == 2)
         await writer.stop()
 
-    asyncio.run(scenario())
+    aio.run(scenario())
 
 
 def test_a_failed_push_is_retried_until_the_remote_is_back(
@@ -194,13 +185,13 @@ def test_a_failed_push_is_retried_until_the_remote_is_back(
         await writer.start()
         git_daemon.stop()
         writer.set("status/acme/gw-1.yaml", b"1\n")
-        await eventually(lambda: "pushing rciots/status failed" in caplog.text)
+        await aio.eventually(lambda: "pushing rciots/status failed" in caplog.text)
         assert commits(mirror) == 2  # committed locally all the same
         git_daemon.start()
-        await eventually(lambda: commits(remote.bare) == 2)
+        await aio.eventually(lambda: commits(remote.bare) == 2)
         await writer.stop()
 
-    asyncio.run(scenario())
+    aio.run(scenario())
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings
     assert all(r.name == "rciots.controller.statuswriter" for r in warnings)
