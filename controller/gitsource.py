@@ -64,7 +64,7 @@ import shutil
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -353,7 +353,7 @@ class GitMirror:
                 "fetch replaces it",
                 retryable=True,
             ) from None
-        changed = None if previous is None else _changed_paths(previous, files, problems)
+        changed = None if previous is None else snapshots.changed_paths(previous, files, problems)
         return snapshots.Snapshot(
             revision=str(commit.id),
             files=MappingProxyType(files),
@@ -834,17 +834,3 @@ def _compare_trees(
     known.clear()
     known.update(parsed)
     return changed, arrived
-
-
-def _changed_paths(
-    previous: snapshots.Snapshot, files: Mapping[str, bytes], problems: list[Diagnostic]
-) -> frozenset[str]:
-    """Paths whose content or problem differs between ``previous`` and a new full read."""
-    before = {problem.path: problem.message for problem in previous.problems}
-    after = {problem.path: problem.message for problem in problems}
-    paths = set(previous.files) | set(files) | set(before) | set(after)
-    return frozenset(
-        path
-        for path in paths
-        if previous.files.get(path) != files.get(path) or before.get(path) != after.get(path)
-    )

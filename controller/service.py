@@ -13,7 +13,6 @@ Connectors (pushing desired state to agents) and enrollment join later through
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import urllib.parse
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from rciots.controller import (
     worktreesource,
 )
 
-__all__ = ["Controller", "Settings", "WorktreeMirror"]
+__all__ = ["Controller", "Settings"]
 
 log = logging.getLogger(__name__)
 
@@ -59,35 +58,6 @@ class Settings:
     status_window: float = statuswriter.DEFAULT_WINDOW
     webhook_secret: bytes | None = field(default=None, repr=False)
     listen: tuple[str, int] | None = None  # host and port of the HTTP endpoints
-
-
-class WorktreeMirror:
-    """A local working tree as a source for ``sourceloop.SourceLoop`` (development): each
-    "fetch" reads the tree as saved, its revision being a digest of the content."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._current: snapshots.Snapshot | None = None
-
-    def fetch(self) -> gitsource.Fetched:
-        previous = self._current
-        self._current = worktreesource.snapshot_worktree(self.root, previous)
-        before = previous.revision if previous else None
-        return gitsource.Fetched(self._current.revision, before, forced=False)
-
-    def snapshot(self, revision: str, previous: snapshots.Snapshot | None) -> snapshots.Snapshot:
-        current = self._current
-        if current is None or current.revision != revision:
-            raise gitsource.SourceError(
-                "RevisionNotFound",
-                f"the working tree {self.root} changed while it was read; reading it again",
-                retryable=True,
-            )
-        if previous is None:
-            return dataclasses.replace(current, changed=None)
-        files, before = current.files, previous.files
-        changed = {p for p in files.keys() | before.keys() if files.get(p) != before.get(p)}
-        return dataclasses.replace(current, changed=frozenset(changed))
 
 
 def _is_local_path(source: str) -> bool:
@@ -133,7 +103,7 @@ class Controller:
         )
         self.git_mirror: gitsource.GitMirror | None = None
         if settings.worktree:
-            mirror = WorktreeMirror(Path(settings.source))
+            mirror = worktreesource.WorktreeMirror(Path(settings.source))
         else:
             url = settings.source
             if _is_local_path(url):

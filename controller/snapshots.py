@@ -5,17 +5,18 @@ renderer are pure and take one; ``read_worktree`` and ``read_git_revision`` are 
 makes one for ``rciots validate``, ``render`` and ``diff`` (the controller's own Git source,
 ``gitsource``, with mirroring and change detection, builds ``Snapshot`` objects
 incrementally; it shares ``read_git_tenants`` and ``read_git_entry`` with these readers, so a
-file is refused the same way however it is read). Only ``tenants/`` is read. Symlinks are
-reported and never followed, in a working tree and in a commit alike: the load restrictor of
-the renderer must never be sidestepped by a link, so the repo is refused before it gets that
-far.
+file is refused the same way however it is read, and ``changed_paths`` with the working-tree
+source, so that "what changed" is decided the same way too). Only ``tenants/`` is read.
+Symlinks are reported and never followed, in a working tree and in a commit alike: the load
+restrictor of the renderer must never be sidestepped by a link, so the repo is refused before
+it gets that far.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "Files",
     "Snapshot",
+    "changed_paths",
     "read",
     "read_git_entry",
     "read_git_revision",
@@ -60,6 +62,23 @@ class Snapshot:
     problems: tuple[Diagnostic, ...] = ()  # files refused while reading (symlinks, size)
     # paths added, changed or removed since the previous snapshot; None: no previous one
     changed: frozenset[str] | None = None
+
+
+def changed_paths(
+    previous: Snapshot, files: Mapping[str, bytes], problems: Iterable[Diagnostic]
+) -> frozenset[str]:
+    """The paths that differ between ``previous`` and a new full read of the tree (``files``
+    and its ``problems``): files added, changed or removed, and refused paths that appeared,
+    vanished or are refused for another reason. What ``Snapshot.changed`` holds, for the
+    sources that read the whole tree; bytes objects shared with ``previous`` compare at once."""
+    before = {problem.path: problem.message for problem in previous.problems}
+    after = {problem.path: problem.message for problem in problems}
+    paths = set(previous.files) | set(files) | set(before) | set(after)
+    return frozenset(
+        path
+        for path in paths
+        if previous.files.get(path) != files.get(path) or before.get(path) != after.get(path)
+    )
 
 
 def read_worktree(root: Path) -> tuple[Files, list[Diagnostic]]:

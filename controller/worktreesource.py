@@ -4,8 +4,10 @@ Where it sits: source -> fleet model -> render -> desired -> connector/status. I
 mirror, the source can be a folder someone edits. ``snapshot_worktree`` reads its ``tenants/``
 (with ``snapshots.read_worktree``: same symlink and size rules as every other reader) into the
 same immutable ``snapshots.Snapshot`` a commit gives, with a content-derived revision and the
-paths changed since the previous snapshot. ``WorktreeWatcher`` wakes the caller when a file is
-saved (watchdog), once per burst of events, so a reconcile starts within a second.
+paths changed since the previous snapshot. ``WorktreeMirror`` offers that to
+``sourceloop.SourceLoop`` as the Git mirror offers commits (``rciots controller --worktree``).
+``WorktreeWatcher`` wakes the caller when a file is saved (watchdog), once per burst of events,
+so a reconcile starts within a second.
 
 The watcher only says "look again"; what changed is always decided by comparing snapshots, so a
 missed or spurious event costs at most one extra read, never a wrong result.
@@ -14,6 +16,7 @@ missed or spurious event costs at most one extra read, never a wrong result.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import hashlib
 import logging
@@ -40,10 +43,15 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from rciots.controller import layout, snapshots
-from rciots.controller.diagnostics import Diagnostic
+from rciots.controller import gitsource, layout, snapshots
 
-__all__ = ["REVISION_PREFIX", "WorktreeWatcher", "is_ignored", "snapshot_worktree"]
+__all__ = [
+    "REVISION_PREFIX",
+    "WorktreeMirror",
+    "WorktreeWatcher",
+    "is_ignored",
+    "snapshot_worktree",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +103,7 @@ def snapshot_worktree(root: Path, previous: snapshots.Snapshot | None) -> snapsh
     # readable file is the same; a tree without any hashes exactly the pairs above
     for problem in problems:
         tree.update(b"\0" + os.fsencode(problem.path) + b"\0" + problem.message.encode())
-    changed: frozenset[str] | None = None
-    if previous is not None:
-        changed = frozenset(
-            {path for path, content in files.items() if content is not old_files.get(path)}
-            | (old_files.keys() - files.keys())
-            | _paths(problems).symmetric_difference(_paths(previous.problems))
-        )
+    changed = None if previous is None else snapshots.changed_paths(previous, files, problems)
     return snapshots.Snapshot(
         revision=REVISION_PREFIX + tree.hexdigest(),
         files=types.MappingProxyType(files),
@@ -110,8 +112,38 @@ def snapshot_worktree(root: Path, previous: snapshots.Snapshot | None) -> snapsh
     )
 
 
-def _paths(problems: tuple[Diagnostic, ...] | list[Diagnostic]) -> set[str]:
-    return {problem.path for problem in problems}
+class WorktreeMirror:
+    """A local working tree as a source for ``sourceloop.SourceLoop`` (development): each
+    "fetch" reads the tree as saved, its revision being a digest of the content. Blocking and
+    not thread-safe, like ``gitsource.GitMirror``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._current: snapshots.Snapshot | None = None
+        self._base: snapshots.Snapshot | None = None  # what _current.changed is relative to
+
+    def fetch(self) -> gitsource.Fetched:
+        self._base = self._current
+        self._current = snapshot_worktree(self.root, self._base)
+        before = self._base.revision if self._base else None
+        return gitsource.Fetched(self._current.revision, before, forced=False)
+
+    def snapshot(self, revision: str, previous: snapshots.Snapshot | None) -> snapshots.Snapshot:
+        """The tree the last fetch read, with ``changed`` relative to ``previous``."""
+        current, base = self._current, self._base
+        if current is None or current.revision != revision:
+            raise gitsource.SourceError(
+                "RevisionNotFound",
+                f"the working tree {self.root} changed while it was read; reading it again",
+                retryable=True,
+            )
+        if previous is None:
+            return current if base is None else dataclasses.replace(current, changed=None)
+        if base is not None and previous.revision == base.revision:
+            return current  # the usual case: compared with it while reading
+        # the last fetch compared with another snapshot (one not handed on, say)
+        changed = snapshots.changed_paths(previous, current.files, current.problems)
+        return dataclasses.replace(current, changed=changed)
 
 
 def is_ignored(root: Path, path: str) -> bool:

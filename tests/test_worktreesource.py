@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rciots.controller import snapshots, worktreesource
+from rciots.controller import gitsource, snapshots, worktreesource
 
 QUIET = 0.3  # how long a test waits to be sure that nothing happens (debounce is 0.02 there)
 
@@ -157,6 +157,59 @@ def test_previous_snapshot_from_elsewhere_shares_equal_contents(repo: Path) -> N
     snapshot = worktreesource.snapshot_worktree(repo, committed)
     assert snapshot.changed == frozenset()
     assert all(snapshot.files[path] is files[path] for path in files)
+
+
+def test_a_refused_path_refused_for_another_reason_is_changed(repo: Path) -> None:
+    (repo / "tenants/acme/big.yaml").symlink_to(repo / "README.md")
+    first = worktreesource.snapshot_worktree(repo, None)
+    (repo / "tenants/acme/big.yaml").unlink()
+    write(repo, "tenants/acme/big.yaml", "x" * (snapshots.MAX_FILE_BYTES + 1))
+    second = worktreesource.snapshot_worktree(repo, first)
+    assert "larger than" in second.problems[0].message
+    assert second.changed == frozenset({"tenants/acme/big.yaml"})
+
+
+# --- the working tree as the source loop's mirror -------------------------------------------
+
+
+def test_mirror_hands_on_what_the_fetch_read_compared_with_the_last_one(repo: Path) -> None:
+    mirror = worktreesource.WorktreeMirror(repo)
+    fetched = mirror.fetch()
+    assert fetched.previous is None
+    first = mirror.snapshot(fetched.revision, None)
+    assert first.changed is None
+    write(repo, "tenants/acme/tenant.yaml", "kind: Tenant\nenabled: false\n")
+    fetched = mirror.fetch()
+    assert fetched.previous == first.revision
+    second = mirror.snapshot(fetched.revision, first)
+    assert second.changed == frozenset({"tenants/acme/tenant.yaml"})
+    # the same object a second time: it was compared with ``first`` while the tree was read
+    assert mirror.snapshot(fetched.revision, first) is second
+
+
+def test_mirror_compares_with_the_snapshot_it_is_given(repo: Path) -> None:
+    """A snapshot that was not handed on (its consumer failed) is not the one compared with."""
+    mirror = worktreesource.WorktreeMirror(repo)
+    handed_on = mirror.snapshot(mirror.fetch().revision, None)
+    write(repo, "tenants/acme/tenant.yaml", "kind: Tenant\nenabled: false\n")
+    mirror.fetch()  # its snapshot is never taken
+    write(repo, "tenants/acme/devices/d2/device.yaml", "kind: Device\n")
+    fetched = mirror.fetch()
+    latest = mirror.snapshot(fetched.revision, handed_on)
+    assert latest.changed == frozenset(
+        {"tenants/acme/tenant.yaml", "tenants/acme/devices/d2/device.yaml"}
+    )
+    assert mirror.snapshot(fetched.revision, None).changed is None
+
+
+def test_mirror_refuses_a_revision_the_tree_no_longer_has(repo: Path) -> None:
+    mirror = worktreesource.WorktreeMirror(repo)
+    old = mirror.fetch().revision
+    write(repo, "tenants/acme/tenant.yaml", "kind: Tenant\nenabled: false\n")
+    mirror.fetch()
+    with pytest.raises(gitsource.SourceError) as raised:
+        mirror.snapshot(old, None)
+    assert (raised.value.reason, raised.value.retryable) == ("RevisionNotFound", True)
 
 
 # --- what the watcher ignores ----------------------------------------------------------------
