@@ -153,7 +153,7 @@ class Controller:
         if settings.worktree:
             self.watcher = worktreesource.WorktreeWatcher(Path(settings.source), self.source.wake)
             self.watcher.start()
-        self.source.start()
+        self.source.start()  # its first fetch comes when the first pass's delay is over
         if settings.listen is not None:
             await self._start_http(*settings.listen)
 

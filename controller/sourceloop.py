@@ -130,9 +130,11 @@ class SourceLoop:
     snapshot (its ``changed`` relative to the previous one handed on).
 
     Use ``start()`` and ``stop()`` from a running event loop, or await ``run()`` (runs until
-    cancelled). ``run_once()`` does one pass. A SourceLoop runs once: after ``stop()`` make a
-    new one. An exception from ``on_snapshot`` is logged and counts as a failed attempt; the
-    same revision is offered again on the next attempt.
+    cancelled). ``run_once()`` does one pass; made before ``start()`` (the controller does, to
+    have its desired table at once), the loop's first pass comes when that pass's delay is
+    over, or on a wake, not at once again. A SourceLoop runs once: after ``stop()`` make a new
+    one. An exception from ``on_snapshot`` is logged and counts as a failed attempt; the same
+    revision is offered again on the next attempt.
     """
 
     def __init__(
@@ -169,6 +171,7 @@ class SourceLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken: asyncio.Event | None = None
         self._wake_pending = False
+        self._next_pass_at: float | None = None  # event loop time the last pass chose
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -205,22 +208,31 @@ class SourceLoop:
         await asyncio.to_thread(self._executor.shutdown, True)
 
     async def run(self) -> None:
-        """Fetch, hand on, wait (the jittered interval, or the backoff), until cancelled."""
+        """Fetch, hand on, wait (the jittered interval, or the backoff), until cancelled.
+        After a ``run_once()`` of the caller's, the first fetch waits for its delay."""
         woken = self._bind()
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                # cleared before the pass: a wake during the fetch then means one more pass
-                woken.clear()
-                delay = await self.run_once()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), delay)
+                if self._next_pass_at is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(woken.wait(), self._next_pass_at - loop.time())
+                await self.run_once()
         finally:
             self._executor.shutdown(wait=False)
 
     async def run_once(self) -> float:
         """One pass: fetch; if the branch moved, make the snapshot and await on_snapshot.
         Updates the status; returns the delay before the next pass (seconds)."""
-        self._bind()
+        woken = self._bind()
+        # cleared before the pass: this pass serves the wakes so far, and a wake during the
+        # fetch means one more pass
+        woken.clear()
+        delay = await self._pass()
+        self._next_pass_at = asyncio.get_running_loop().time() + delay
+        return delay
+
+    async def _pass(self) -> float:
         try:
             fetched = await self._in_thread(self._mirror.fetch)
             if fetched.forced:

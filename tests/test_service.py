@@ -142,6 +142,9 @@ def test_a_signed_webhook_fetches_at_once_and_a_bad_one_is_refused(
             return controller.reconciler.table[BERLIN].revision == pushed
 
         await aio.eventually(rendered, within=5.0)
+        # one fetch at start-up (the source loop does not fetch again as it starts), and the
+        # webhook's
+        assert controller.source.status.attempts == 2
 
     aio.run(with_controller(settings, body))
 

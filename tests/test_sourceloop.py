@@ -217,6 +217,40 @@ def test_wake_fetches_at_once(tmp_path: Path, git_http: gitserver.GitHttpServer)
     aio.run(main())
 
 
+def test_after_a_pass_of_its_own_the_loop_waits_before_fetching_again(tmp_path: Path) -> None:
+    remote = gitserver.make_remote(tmp_path / "fleet.git", files={"tenants/a/t.yaml": "a"})
+    loop = sourceloop.SourceLoop(
+        mirror_of(str(remote.bare), tmp_path), Collector(), interval=0.3, rng=FixedRandom(0.5)
+    )
+
+    async def main() -> None:
+        assert await loop.run_once() == pytest.approx(0.3)  # as the controller's start does
+        passed = time.monotonic()
+        loop.start()
+        await aio.eventually(lambda: loop.status.attempts == 2)
+        assert time.monotonic() - passed >= 0.29  # the pass's delay, not a second fetch at once
+        await loop.stop()
+
+    aio.run(main())
+
+
+def test_a_wake_after_a_pass_of_its_own_still_fetches_at_once(tmp_path: Path) -> None:
+    remote = gitserver.make_remote(tmp_path / "fleet.git", files={"tenants/a/t.yaml": "a"})
+    collector = Collector()
+    loop = sourceloop.SourceLoop(mirror_of(str(remote.bare), tmp_path), collector, interval=60.0)
+
+    async def main() -> None:
+        await loop.run_once()
+        newer = remote.commit({"tenants/a/t.yaml": "b"})
+        loop.wake()  # between the first pass and start()
+        loop.start()
+        await aio.eventually(lambda: collector.has(newer), within=2.0)
+        assert loop.status.attempts == 2
+        await loop.stop()
+
+    aio.run(main())
+
+
 def test_wakes_during_a_fetch_make_one_more_fetch(tmp_path: Path) -> None:
     # every request waits 0.15 s, so a fetch is under way long enough to wake it five times
     with gitserver.GitHttpServer(tmp_path / "served", delay=0.15) as slow:
