@@ -2,9 +2,10 @@
 
 Position in the flow: this module wires the parts together and owns nothing else. The source
 (a Git mirror polled and woken by webhooks, or a working tree woken by a file watcher) hands
-each new snapshot to ``Controller.on_snapshot``, which runs the reconciler in a worker thread,
-swaps in the new desired table, and queues each re-rendered device's status for the status
-writer. The HTTP endpoints (the push webhook for now) run in the same event loop.
+each new snapshot to ``Controller.on_snapshot``, which runs the reconciler and renders the
+status documents of the devices it touched in a worker thread (``status_documents``), swaps in
+the new desired table, and queues those documents for the status writer on the event loop. The
+HTTP endpoints (the push webhook for now) run in the same event loop.
 
 Connectors (pushing desired state to agents) and enrollment join later through
 ``Controller.reconciler.table`` and the status writer.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +37,7 @@ from rciots.controller import (
     worktreesource,
 )
 
-__all__ = ["Controller", "Settings"]
+__all__ = ["Controller", "Settings", "device_status", "status_documents"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,9 @@ class Controller:
             mirror, self.on_snapshot, interval=settings.poll_interval
         )
         self.status: statuswriter.StatusWriter | None = None
+        # whether status is written at all: a local repository, or the mirror of a remote one
+        self._writes_status = self._status_branch is not None or self.git_mirror is not None
+        self._unqueued: dict[str, bytes | None] = {}  # documents made before the writer ran
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -144,8 +149,8 @@ class Controller:
         if self._status_branch is not None:
             self.status = statuswriter.StatusWriter(self._status_branch, settings.status_window)
             await self.status.start()
-            if self.last_outcome is not None:
-                self._queue_status(self.last_outcome)
+            self._queue_status(self._unqueued)
+            self._unqueued = {}
         else:
             log.warning(
                 "%s is not in a Git repository: device status is not written", settings.source
@@ -171,22 +176,30 @@ class Controller:
 
     async def on_snapshot(self, snapshot: snapshots.Snapshot) -> None:
         """The source's hand-on: a new snapshot becomes the new desired table."""
-        outcome = await asyncio.to_thread(self.reconciler.apply, snapshot)
+        outcome, documents = await asyncio.to_thread(self._reconcile, snapshot)
         self.last_outcome = outcome
         for diagnostic in outcome.diagnostics:
             if diagnostic.severity == "error":
                 log.warning("fleet repo %s: %s", snapshot.revision[:12], diagnostic)
         if self.status is not None:
-            self._queue_status(outcome)
+            self._queue_status(documents)
+        else:
+            self._unqueued.update(documents)  # the first pass: start() queues them
 
-    def _queue_status(self, outcome: reconcile.Outcome) -> None:
+    def _reconcile(
+        self, snapshot: snapshots.Snapshot
+    ) -> tuple[reconcile.Outcome, dict[str, bytes | None]]:
+        """In a worker thread: the pass, and its status documents (rendering them takes
+        ~15 ms per thousand devices, which the event loop must not wait for)."""
+        outcome = self.reconciler.apply(snapshot)
+        if not self._writes_status:
+            return outcome, {}
+        return outcome, status_documents(self.reconciler.table, outcome)
+
+    def _queue_status(self, documents: Mapping[str, bytes | None]) -> None:
         assert self.status is not None
-        for key in outcome.rendered + outcome.failed:
-            state = self.reconciler.table.get(key)
-            if state is not None:
-                self.status.set(statusdocs.status_path(*key), device_status(state))
-        for key in outcome.removed:
-            self.status.set(statusdocs.status_path(*key), None)
+        for path, content in documents.items():
+            self.status.set(path, content)
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -218,6 +231,22 @@ class Controller:
             for sock in server.sockets:
                 return int(sock.getsockname()[1])
         return None
+
+
+def status_documents(
+    table: Mapping[desired.DeviceKey, reconcile.DesiredState], outcome: reconcile.Outcome
+) -> dict[str, bytes | None]:
+    """The status files a reconcile pass changes, by path: the document of each device
+    rendered or failed in it (once, though it may be both), from its entry in the new
+    ``table``; None for each device removed."""
+    documents: dict[str, bytes | None] = {}
+    for key in dict.fromkeys(outcome.rendered + outcome.failed):
+        state = table.get(key)
+        if state is not None:
+            documents[statusdocs.status_path(*key)] = device_status(state)
+    for key in outcome.removed:
+        documents[statusdocs.status_path(*key)] = None
+    return documents
 
 
 def device_status(state: reconcile.DesiredState) -> bytes:
