@@ -23,8 +23,9 @@ these contents", so they can be re-applied to any base. The other side's commits
 history, which remains linear.
 
 Errors: ``StatusBranchError`` for a repository that cannot be used as configured;
-``StatusRemoteError`` (a subclass) when fetching or pushing fails, with any credentials
-removed from its message.
+``StatusRemoteError`` (a subclass) when fetching or pushing fails, whether libgit2 or one of
+the ``callbacks`` (refused credentials, say) raised, with any credentials removed from its
+message.
 """
 
 from __future__ import annotations
@@ -296,7 +297,7 @@ class StatusBranch:
         try:
             # no '+': the remote refuses what is not a fast-forward, and that is wanted
             remote.push([f"{self._ref}:{self._ref}"], callbacks=callbacks)
-        except pygit2.GitError as exc:
+        except Exception as exc:  # a callback's own error too: see _fetch
             return redaction.redact(str(exc)) or type(exc).__name__
         return redaction.redact("; ".join(refused))
 
@@ -307,7 +308,10 @@ class StatusBranch:
         try:
             remote.fetch([f"+{self._ref}:{self._tracking}"], callbacks=self._new_callbacks())
             heads = remote.list_heads(connect=False)
-        except pygit2.GitError as exc:
+        except Exception as exc:
+            # not only libgit2's GitError: pygit2 re-raises whatever a callback raised (the
+            # Git source's callbacks raise their own error for refused credentials, a
+            # certificate not trusted, a time limit), and that is a remote failure too
             # "from None": the original exception's text may hold what was redacted here
             raise StatusRemoteError(
                 f"fetching {self.branch} from {self._safe_url()} failed: "

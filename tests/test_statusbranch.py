@@ -14,7 +14,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from rciots.controller import statusbranch, statusdocs
+from rciots.controller import gitsource, statusbranch, statusdocs
 from tests import gitserver
 
 BRANCH = "rciots/status"
@@ -496,3 +496,40 @@ def test_auth_failures_raise_without_the_credentials(tmp_path: Path) -> None:
         )
         good.push()
         assert show(served.remote.bare, BRANCH, "status/acme/gw-1.yaml") == b"1\n"
+
+
+def test_credentials_refused_by_the_mirrors_callbacks_are_a_remote_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Git source's credentials callback raises its own error when the server asks again
+    (a wrong password); pygit2 re-raises it from fetch and push. It must come out of the
+    status branch as StatusRemoteError (read() then falls back), never as the source's."""
+    wrong = "Wrong-Password-0042"
+    auth = (gitserver.HTTP_USER, gitserver.HTTP_PASSWORD)
+    with gitserver.GitHttpServer(tmp_path / "served", auth=auth) as server:
+        served = serve(server.root, server.url("fleet.git"), tmp_path)
+        mirror = gitsource.GitMirror(
+            gitsource.SourceConfig(
+                url=server.url("fleet.git"),
+                mirror=tmp_path / "source-mirror",
+                credentials=gitsource.Credentials(username=gitserver.HTTP_USER, password=wrong),
+            )
+        )
+        branch = statusbranch.StatusBranch(
+            served.mirror,
+            remote_url=mirror.remote_url,
+            callbacks=mirror.remote_callbacks,
+            push_attempts=2,
+            retry_delay=0.01,
+        )
+        branch.commit({"status/acme/gw-1.yaml": b"1\n"}, "a")
+        assert branch.read() == {
+            statusdocs.README_PATH: statusdocs.README,
+            "status/acme/gw-1.yaml": b"1\n",
+        }
+        assert "refused the credentials" in caplog.text
+        with pytest.raises(statusbranch.StatusRemoteError) as caught:
+            branch.push()
+    assert "refused the credentials" in str(caught.value)
+    assert wrong not in "".join(traceback.format_exception(caught.value))
+    assert wrong not in caplog.text
