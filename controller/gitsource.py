@@ -30,7 +30,8 @@ Robustness, in the order a fetch does things:
    aside (``repo.git.corrupt``, the last one kept for inspection) and fetched afresh;
 4. the fetch is capped in size (``max_fetch_bytes``, counted as the pack arrives) and time
    (``fetch_timeout``: checked as data arrives, and libgit2's socket timeouts for a server
-   that accepts a connection and then never answers);
+   that accepts a connection and then never answers; the status writer's pushes through
+   ``remote_callbacks`` have the same limits);
 5. a new head that does not descend from the previous one (a force-push) is logged as a
    WARNING and reported (``Fetched.forced``); the snapshot then simply follows the new tree.
 
@@ -44,9 +45,13 @@ differ are read (one changed file among 20,000 takes a few ms; see bench/source.
 ``files`` is a read-only view of a new dict that shares the unchanged bytes objects. A tree
 or blob missing while reading marks the mirror damaged: the next fetch replaces it.
 
-Process-global libgit2 settings (libgit2 offers no per-remote ones): the socket timeouts are
-set for each fetch and restored after it, and a CA bundle, once used, stays trusted by every
-HTTPS connection libgit2 makes in this process (the status writer's pushes too).
+Process-global libgit2 settings (libgit2 offers no per-remote ones): the socket timeouts
+(connecting, and a server that stops sending) are set when a ``GitMirror`` is made, to its
+``fetch_timeout`` (at most a minute), and stay for every connection libgit2 makes in this
+process: the status writer's pushes are held to them too, so a remote that stops answering
+cannot hang a push (and the shutdown that waits for it). A controller makes one mirror; were
+there several, the last one made would set them. Likewise a CA bundle, once used, stays
+trusted by every HTTPS connection libgit2 makes in this process.
 
 ``ssh://`` is implemented with ``pygit2.Keypair`` (or the agent), host keys checked against
 ``~/.ssh/known_hosts`` by libgit2, but is not tested here: no SSH server runs on the test
@@ -202,6 +207,7 @@ class GitMirror:
             ssh_passphrase=given.ssh_passphrase,
         )
         self._shown_url = redaction.redact(config.url)
+        _set_socket_timeouts(config.fetch_timeout)
         self._repo: pygit2.Repository | None = None
         self._damage: str | None = None  # found while reading: the next fetch starts afresh
         self._trees: dict[pygit2.Oid, _Entries] = {}  # parsed by the last snapshot comparison
@@ -218,7 +224,8 @@ class GitMirror:
 
     def remote_callbacks(self) -> pygit2.RemoteCallbacks:
         """Callbacks that log in to the remote as fetches do (credentials, certificate
-        checks, the time cap), for the status writer's pushes to the same remote."""
+        checks, the time cap from now on), for the status writer's fetches and pushes to the
+        same remote: one set per operation."""
         return _Callbacks(self, time.monotonic() + self.config.fetch_timeout)
 
     @property
@@ -279,13 +286,13 @@ class GitMirror:
             callbacks = _Callbacks(self, deadline)
             branch_ref = f"refs/heads/{config.branch}"
             try:
-                with _network_settings(config, deadline - time.monotonic()):
-                    remote.fetch(
-                        [f"+{branch_ref}:{self.tracking_ref}"],
-                        message=f"rciots: fetch {config.branch}",
-                        callbacks=callbacks,
-                        prune=pygit2.enums.FetchPrune.NO_PRUNE,
-                    )
+                _trust_ca_bundle(config.ca_bundle)
+                remote.fetch(
+                    [f"+{branch_ref}:{self.tracking_ref}"],
+                    message=f"rciots: fetch {config.branch}",
+                    callbacks=callbacks,
+                    prune=pygit2.enums.FetchPrune.NO_PRUNE,
+                )
                 # what the server advertised on this connection: libgit2 fetches nothing, and
                 # says nothing, for a branch that is not there
                 heads = {head.name: head.oid for head in remote.list_heads(connect=False)}
@@ -482,9 +489,9 @@ class GitMirror:
 
 
 class _Callbacks(pygit2.RemoteCallbacks):
-    """libgit2's callbacks for one fetch: credentials (each kind offered once: asked again
-    means refused), certificate checks, and the size and time caps (raising here aborts the
-    fetch; pygit2 re-raises the exception from ``fetch``)."""
+    """libgit2's callbacks for one fetch or push: credentials (each kind offered once: asked
+    again means refused), certificate checks, and the size and time caps (raising here aborts
+    the fetch or push; pygit2 re-raises the exception from ``fetch`` or ``push``)."""
 
     def __init__(self, mirror: GitMirror, deadline: float) -> None:
         super().__init__()
@@ -570,12 +577,17 @@ class _Callbacks(pygit2.RemoteCallbacks):
     def sideband_progress(self, string: str) -> None:
         self._check_deadline()
 
-    def _check_deadline(self) -> None:
+    def push_transfer_progress(
+        self, objects_pushed: int, total_objects: int, bytes_pushed: int
+    ) -> None:
+        self._check_deadline("push to")
+
+    def _check_deadline(self, what: str = "fetch from") -> None:
         if time.monotonic() > self._deadline:
             timeout = self._mirror.config.fetch_timeout
             raise SourceError(
                 "Timeout",
-                f"fetch from {self._mirror._shown_url} ran past fetch_timeout ({timeout:g} s); "
+                f"{what} {self._mirror._shown_url} ran past fetch_timeout ({timeout:g} s); "
                 "check the remote's speed, or raise fetch_timeout",
                 retryable=True,
             )
@@ -605,25 +617,17 @@ _settings_lock = threading.Lock()
 _trusted_bundles: set[tuple[str, int]] = set()
 
 
-@contextlib.contextmanager
-def _network_settings(config: SourceConfig, remaining: float) -> Iterator[None]:
-    """libgit2's socket timeouts for one fetch (restored afterwards, so that other libgit2
-    users in the process, such as the status writer's pushes, keep their own), and the CA
-    bundle, which stays trusted (process-global; see the module doc)."""
-    silence = int(max(0.05, min(remaining, _MAX_SILENCE)) * 1000)
+def _set_socket_timeouts(fetch_timeout: float) -> None:
+    """libgit2's socket timeouts, for connecting and for a server that stops sending, from a
+    mirror's ``fetch_timeout``; process-global, and kept (see the module doc)."""
+    silence = int(max(0.05, min(fetch_timeout, _MAX_SILENCE)) * 1000)
     with _settings_lock:
-        _trust_ca_bundle(config.ca_bundle)
-        before = (pygit2.settings.server_connect_timeout, pygit2.settings.server_timeout)
         pygit2.settings.server_connect_timeout = silence
         pygit2.settings.server_timeout = silence
-    try:
-        yield
-    finally:
-        with _settings_lock:
-            pygit2.settings.server_connect_timeout, pygit2.settings.server_timeout = before
 
 
 def _trust_ca_bundle(bundle: Path | None) -> None:
+    """Have libgit2 trust ``bundle`` (process-global, and kept: see the module doc)."""
     if bundle is None:
         return
     try:
@@ -635,18 +639,19 @@ def _trust_ca_bundle(bundle: Path | None) -> None:
             "source configuration",
             retryable=False,
         ) from None
-    if key in _trusted_bundles:
-        return
-    try:
-        pygit2.settings.set_ssl_cert_locations(str(bundle), None)
-    except pygit2.GitError as error:
-        raise SourceError(
-            "CertificateInvalid",
-            f"the CA bundle {bundle} cannot be loaded ({error}); it must be a file of PEM "
-            "certificates",
-            retryable=False,
-        ) from None
-    _trusted_bundles.add(key)
+    with _settings_lock:
+        if key in _trusted_bundles:
+            return
+        try:
+            pygit2.settings.set_ssl_cert_locations(str(bundle), None)
+        except pygit2.GitError as error:
+            raise SourceError(
+                "CertificateInvalid",
+                f"the CA bundle {bundle} cannot be loaded ({error}); it must be a file of PEM "
+                "certificates",
+                retryable=False,
+            ) from None
+        _trusted_bundles.add(key)
 
 
 def _create(path: Path) -> pygit2.Repository:

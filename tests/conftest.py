@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,18 @@ if _ROOT not in sys.path:
 pytest_plugins = ["tests.gitserver"]
 
 GitRunner = Callable[..., str]  # the type of the git fixture
+
+
+@pytest.fixture(autouse=True)
+def _libgit2_socket_timeouts() -> Iterator[None]:
+    """libgit2's defaults (no socket timeouts) again after each test: a GitMirror sets them for
+    the whole process (see gitsource), and one test's short fetch_timeout must not reach the
+    next test's connections."""
+    yield
+    pygit2 = sys.modules.get("pygit2")  # nothing to undo in a test that never loaded it
+    if pygit2 is not None:
+        pygit2.settings.server_connect_timeout = 0
+        pygit2.settings.server_timeout = 0
 
 
 @pytest.fixture

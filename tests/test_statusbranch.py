@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -533,3 +534,29 @@ def test_credentials_refused_by_the_mirrors_callbacks_are_a_remote_error(
     assert "refused the credentials" in str(caught.value)
     assert wrong not in "".join(traceback.format_exception(caught.value))
     assert wrong not in caplog.text
+
+
+def test_a_push_to_a_server_that_stops_answering_ends_within_the_time_limit(
+    tmp_path: Path,
+) -> None:
+    """libgit2 waits on a silent server for ever unless its socket timeouts are set; the Git
+    source sets them for the whole process, pushes through its callbacks included."""
+    with gitserver.GitHttpServer(tmp_path / "served", delay=2.0) as slow:
+        served = serve(slow.root, slow.url("fleet.git"), tmp_path)
+        mirror = gitsource.GitMirror(
+            gitsource.SourceConfig(
+                url=slow.url("fleet.git"), mirror=tmp_path / "source-mirror", fetch_timeout=0.5
+            )
+        )
+        branch = statusbranch.StatusBranch(
+            served.mirror,
+            remote_url=mirror.remote_url,
+            callbacks=mirror.remote_callbacks,
+            push_attempts=2,
+            retry_delay=0.01,
+        )
+        branch.commit({"status/acme/gw-1.yaml": b"1\n"}, "a")
+        started = time.monotonic()
+        with pytest.raises(statusbranch.StatusRemoteError, match="timed out"):
+            branch.push()  # the push, then the fetch that looks why it failed: 0.5 s each
+        assert time.monotonic() - started < 1.9  # less than one answer of the server
