@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from rciots.controller import desired, fleet, layout, loader, snapshots
+from rciots.controller import desired, enrolled, fleet, layout, loader, snapshots
 from rciots.controller.diagnostics import Diagnostic, count_errors
 from rciots.controller.render import engine
 
@@ -74,29 +74,47 @@ class Reconciler:
 
     policy: desired.PolicyCheck | None = None
     table: Mapping[DeviceKey, DesiredState] = field(default_factory=dict)
-    model: fleet.FleetModel = field(default_factory=fleet.FleetModel)
+    model: fleet.FleetModel = field(default_factory=fleet.FleetModel)  # with enrolled devices
+    loaded: fleet.FleetModel = field(default_factory=fleet.FleetModel)  # from Git alone
+    enrollments: Mapping[DeviceKey, enrolled.Enrolled] = field(default_factory=dict)
     revision: str | None = None
     _renders: dict[DeviceKey, desired.DeviceRender] = field(default_factory=dict)
     _memo: loader.LoadMemo = field(default_factory=loader.LoadMemo)
     _cache: engine.Cache = field(default_factory=engine.Cache)
+    _merged: enrolled.ModelMemo = field(default_factory=enrolled.ModelMemo)
 
-    def apply(self, snapshot: snapshots.Snapshot) -> Outcome:
+    def apply(
+        self,
+        snapshot: snapshots.Snapshot,
+        devices: Mapping[DeviceKey, enrolled.Enrolled] | None = None,
+    ) -> Outcome:
+        """Move the table to ``snapshot``, with the enrolled ``devices`` (None: those of the
+        last pass). The same snapshot again with other enrolled devices renders only the
+        devices whose enrollment changed."""
         with engine.gc_paused():  # see there: a tenth of a large pass is the collector's
-            return self._apply(snapshot)
+            return self._apply(snapshot, self.enrollments if devices is None else devices)
 
-    def _apply(self, snapshot: snapshots.Snapshot) -> Outcome:
+    def _apply(
+        self, snapshot: snapshots.Snapshot, devices: Mapping[DeviceKey, enrolled.Enrolled]
+    ) -> Outcome:
         started = time.perf_counter()
         result = loader.load(snapshot.files, memo=self._memo)
-        model = result.model
+        model = enrolled.merge(result.model, devices, self._merged)
         if snapshot.changed is None or self.revision is None:
             wanted = None  # first snapshot: everything
         else:
             wanted = desired.affected(self._renders, self.model, model, snapshot.changed)
+            wanted |= {
+                key
+                for key in self.enrollments.keys() | devices.keys()
+                if self.enrollments.get(key) != devices.get(key)
+            }
         renders = desired.render_devices(
             snapshot.files,
             model,
             only=wanted,
             cache=self._cache,
+            device_ids={key: entry.device_id for key, entry in devices.items()},
             policy=self.policy,
             changed=snapshot.changed,
         )
@@ -120,6 +138,7 @@ class Reconciler:
                 table[key] = _not_loaded(table[key], snapshot.revision, result.diagnostics)
                 failed.append(key)
         self.table, self.model, self.revision = table, model, snapshot.revision
+        self.loaded, self.enrollments = result.model, devices
         diagnostics = tuple(snapshot.problems) + tuple(result.diagnostics)
         outcome = Outcome(
             snapshot.revision,

@@ -14,20 +14,30 @@ Connectors (pushing desired state to agents) and enrollment join later through
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import fastapi
 import pygit2
-import uvicorn
 
 from rciots.controller import (
+    ca,
+    castore,
     desired,
+    enroll_endpoint,
+    enrolled,
+    enrollment,
     gitsource,
+    httpserver,
     reconcile,
+    registry,
+    registrydocs,
     snapshots,
     sourceloop,
     statusbranch,
@@ -37,11 +47,39 @@ from rciots.controller import (
     worktreesource,
 )
 
-__all__ = ["Controller", "Settings", "device_status", "status_documents"]
+__all__ = ["Controller", "EnrollmentSettings", "Settings", "device_status", "status_documents"]
 
 log = logging.getLogger(__name__)
 
 _MIRROR_DIR = "mirror"
+_CA_DIR = "ca"
+_REGISTRY_FILE = "registry.sqlite3"
+# a burst of enrollments becomes one reconcile pass, this long after the first of them
+_ENROLLED_PASS_DELAY = 0.2
+
+
+@dataclass(frozen=True)
+class EnrollmentSettings:
+    """The CA, the registry's policies and the HTTPS enrollment endpoint."""
+
+    listen: tuple[str, int] | None = None  # host and port of HTTPS enrollment; None: off
+    server_names: tuple[str, ...] = ("localhost", "127.0.0.1")  # in the server certificate
+    connector_url: str | None = None  # told to devices; None: wss://<first name>:8444/v1/connect
+    ca_dir: Path | None = None  # None: <state dir>/ca
+    key_type: ca.KeyType = "ec-p256"
+    device_lifetime: timedelta = ca.DEFAULT_DEVICE_LIFETIME
+    pending_ttl: timedelta = timedelta(days=7)
+    max_pending_per_token: int = 100
+    limits: enroll_endpoint.Limits = field(default_factory=enroll_endpoint.Limits)
+
+    def policy(self) -> enrollment.Policy:
+        url = self.connector_url or f"wss://{self.server_names[0]}:8444/v1/connect"
+        return enrollment.Policy(
+            connector_url=url,
+            device_lifetime=self.device_lifetime,
+            pending_ttl=self.pending_ttl,
+            max_pending_per_token=self.max_pending_per_token,
+        )
 
 
 @dataclass(frozen=True)
@@ -60,6 +98,7 @@ class Settings:
     status_window: float = statuswriter.DEFAULT_WINDOW
     webhook_secret: bytes | None = field(default=None, repr=False)
     listen: tuple[str, int] | None = None  # host and port of the HTTP endpoints
+    enrollment: EnrollmentSettings = field(default_factory=EnrollmentSettings)
 
 
 def _is_local_path(source: str) -> bool:
@@ -93,9 +132,18 @@ class Controller:
         self.settings = settings
         self.reconciler = reconcile.Reconciler(policy=settings.policy)
         self.last_outcome: reconcile.Outcome | None = None
+        self.last_snapshot: snapshots.Snapshot | None = None
         self.watcher: worktreesource.WorktreeWatcher | None = None
-        self._server: uvicorn.Server | None = None
-        self._server_task: asyncio.Task[None] | None = None
+        self._http: httpserver.Server | None = None
+        self._https: httpserver.Server | None = None
+        self.authority: ca.Authority | None = None
+        self.registry: registry.Registry | None = None
+        self.enroller: enrollment.Enroller | None = None
+        # device id -> why it may not connect (disabled, not approved, tenant disabled)
+        self.access: enrolled.Access = enrolled.Access({}, ())
+        self._pass_lock = asyncio.Lock()  # one reconcile pass at a time
+        self._enrolled_pass: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         mirror: sourceloop.Mirror
         local = _local_repository(settings.source)
         # a repository on this machine keeps the status branch itself (libgit2 cannot push
@@ -133,6 +181,8 @@ class Controller:
 
     async def start(self) -> None:
         settings = self.settings
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._open_identity)
         # the first pass before anything else: the desired table is there once started (or
         # the source reports why not), and the mirror, which keeps the status branch, exists
         await self.source.run_once()
@@ -151,6 +201,7 @@ class Controller:
             await self.status.start()
             self._queue_status(self._unqueued)
             self._unqueued = {}
+            self._sync_registry(self.status.committed)
         else:
             log.warning(
                 "%s is not in a Git repository: device status is not written", settings.source
@@ -160,22 +211,33 @@ class Controller:
             self.watcher.start()
         self.source.start()  # its first fetch comes when the first pass's delay is over
         if settings.listen is not None:
-            await self._start_http(*settings.listen)
+            self._http = await httpserver.Server.start(self._http_app(), *settings.listen)
+        if settings.enrollment.listen is not None:
+            await self._start_enrollment(*settings.enrollment.listen)
 
     async def stop(self) -> None:
-        if self._server is not None and self._server_task is not None:
-            self._server.should_exit = True
-            await self._server_task
+        for server in (self._https, self._http):
+            if server is not None:
+                await server.stop()
         if self.watcher is not None:
             self.watcher.stop()
         await self.source.stop()
+        if self._enrolled_pass is not None:
+            await self._enrolled_pass
         if self.status is not None:
             await self.status.stop()
+        if self.registry is not None:
+            self.registry.close()
 
     # -- reconcile ------------------------------------------------------------------------
 
     async def on_snapshot(self, snapshot: snapshots.Snapshot) -> None:
         """The source's hand-on: a new snapshot becomes the new desired table."""
+        async with self._pass_lock:
+            self.last_snapshot = snapshot
+            await self._pass(snapshot)
+
+    async def _pass(self, snapshot: snapshots.Snapshot) -> None:
         outcome, documents = await asyncio.to_thread(self._reconcile, snapshot)
         self.last_outcome = outcome
         for diagnostic in outcome.diagnostics:
@@ -191,7 +253,19 @@ class Controller:
     ) -> tuple[reconcile.Outcome, dict[str, bytes | None]]:
         """In a worker thread: the pass, and its status documents (rendering them takes
         ~15 ms per thousand devices, which the event loop must not wait for)."""
-        outcome = self.reconciler.apply(snapshot)
+        store = self.registry
+        devices = enrolled.enrolled_of(store.registrations()) if store is not None else {}
+        outcome = self.reconciler.apply(snapshot, devices)
+        if store is not None:
+            self.access = enrolled.decide_access(
+                store.registrations(), self.reconciler.loaded, snapshot.files
+            )
+            for device_id in self.access.removed:
+                gone = store.remove(device_id)
+                if gone is not None:
+                    log.info("removed the registration of %s/%s: deleted from Git", *gone.key)
+            if self.enroller is not None:
+                self.enroller.expire_pending(datetime.now(UTC))
         if not self._writes_status:
             return outcome, {}
         return outcome, status_documents(self.reconciler.table, outcome)
@@ -201,9 +275,145 @@ class Controller:
         for path, content in documents.items():
             self.status.set(path, content)
 
+    # -- enrollment -------------------------------------------------------------------------
+
+    def _open_identity(self) -> None:
+        """In a worker thread at start: the CA (created on first start) and the registry."""
+        settings = self.settings.enrollment
+        folder = settings.ca_dir or self.settings.state_dir / _CA_DIR
+        self.authority = castore.load_or_create(
+            folder, settings.server_names, datetime.now(UTC), settings.key_type
+        )
+        self.registry = registry.Registry(
+            self.settings.state_dir / _REGISTRY_FILE, listener=self._on_registry_change
+        )
+        self.enroller = enrollment.Enroller(self.authority, self.registry, settings.policy())
+
+    def _on_registry_change(
+        self,
+        kind: Literal["registration", "pending"],
+        key: tuple[str, str],
+        value: object | None,
+    ) -> None:
+        """From any thread: queue the changed registry file for the status branch."""
+        path = (
+            registrydocs.registration_path(*key)
+            if kind == "registration"
+            else registrydocs.pending_path(*key)
+        )
+        content: bytes | None = None
+        if isinstance(value, registry.Registration):
+            content = registrydocs.render_registration(value)
+        elif isinstance(value, registry.Pending):
+            content = registrydocs.render_pending(value)
+        documents = {path: content}
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._queue_or_keep(documents)
+        else:
+            loop.call_soon_threadsafe(self._queue_or_keep, documents)
+
+    def _queue_or_keep(self, documents: Mapping[str, bytes | None]) -> None:
+        if self.status is not None:
+            self._queue_status(documents)
+        elif self._writes_status:
+            self._unqueued.update(documents)
+
+    def _sync_registry(self, branch: Mapping[str, bytes]) -> None:
+        """At start: take in the branch's registrations and pending entries that the store
+        lacks (a new state directory recovers every identity from Git), and queue the
+        store's files (the writer skips those the branch holds already)."""
+        store = self.registry
+        if store is None:
+            return
+        imported = registrydocs.read_documents(
+            (path, content)
+            for path, content in branch.items()
+            if path.startswith(("registry/", "pending/"))
+        )
+        for problem in imported.problems:
+            log.warning("status branch: %s", problem)
+        added = 0
+        with store.atomic():
+            for entry in imported.registrations:
+                if store.get(entry.device_id) is None and store.by_name(*entry.key) is None:
+                    store.put(entry)
+                    added += 1
+            for waiting in imported.pending:
+                if store.pending(*waiting.key) is None:
+                    store.put_pending(waiting)
+        if added:
+            log.info("took %d registration(s) from the status branch into the registry", added)
+            self._schedule_enrolled_pass()
+        documents: dict[str, bytes | None] = {}
+        for entry in store.registrations():
+            documents[registrydocs.registration_path(*entry.key)] = (
+                registrydocs.render_registration(entry)
+            )
+        for waiting in store.all_pending():
+            documents[registrydocs.pending_path(*waiting.key)] = registrydocs.render_pending(
+                waiting
+            )
+        for path in branch:  # on the branch, gone from the store: removed while we were down
+            if path.startswith(("registry/", "pending/")) and path not in documents:
+                documents[path] = None
+        self._queue_status(documents)
+
+    def on_enrollment(self, answer: enrollment.Answer) -> None:
+        """Every answer of the enrollment endpoint: a new device gets rendered soon."""
+        if answer.outcome == "enrolled":
+            self._schedule_enrolled_pass()
+
+    def _schedule_enrolled_pass(self) -> None:
+        if self._enrolled_pass is None or self._enrolled_pass.done():
+            self._enrolled_pass = asyncio.create_task(self._enrolled_pass_soon())
+
+    async def _enrolled_pass_soon(self) -> None:
+        await asyncio.sleep(_ENROLLED_PASS_DELAY)
+        async with self._pass_lock:
+            snapshot = self.last_snapshot
+            if snapshot is None:
+                return  # the first snapshot's pass will see the registry
+            # the same files again: only devices whose enrollment changed are rendered
+            await self._pass(dataclasses.replace(snapshot, changed=frozenset()))
+
+    def enrollment_app(self) -> fastapi.FastAPI:
+        assert self.enroller is not None  # start() opened it
+        app = fastapi.FastAPI(title="rciots enrollment", docs_url=None, redoc_url=None)
+        app.include_router(
+            enroll_endpoint.enroll_router(
+                self.enroller,
+                lambda: self.reconciler.loaded,
+                limits=self.settings.enrollment.limits,
+                on_answer=self.on_enrollment,
+            )
+        )
+        return app
+
+    async def _start_enrollment(self, host: str, port: int) -> None:
+        folder = self.settings.enrollment.ca_dir or self.settings.state_dir / _CA_DIR
+        self._https = await httpserver.Server.start(
+            self.enrollment_app(),
+            host,
+            port,
+            certificate=folder / "server.pem",
+            key=folder / "server.key",
+            name="enrollment",
+        )
+
+    @property
+    def enrollment_port(self) -> int | None:
+        return self._https.port if self._https is not None else None
+
     # -- HTTP -----------------------------------------------------------------------------
 
-    async def _start_http(self, host: str, port: int) -> None:
+    def _http_app(self) -> fastapi.FastAPI:
         app = fastapi.FastAPI(title="rciots controller", docs_url=None, redoc_url=None)
         if self.settings.webhook_secret:
             app.include_router(
@@ -213,24 +423,12 @@ class Controller:
                     lambda event: self.source.wake(),
                 )
             )
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._server_task = asyncio.create_task(self._server.serve(), name="http")
-        while not self._server.started:
-            if self._server_task.done():
-                await self._server_task  # raises why it could not start
-                raise OSError(f"the HTTP server on {host}:{port} stopped at start")
-            await asyncio.sleep(0.01)
+        return app
 
     @property
     def http_port(self) -> int | None:
         """The port the HTTP endpoints listen on (useful with port 0)."""
-        if self._server is None:
-            return None
-        for server in self._server.servers:
-            for sock in server.sockets:
-                return int(sock.getsockname()[1])
-        return None
+        return self._http.port if self._http is not None else None
 
 
 def status_documents(

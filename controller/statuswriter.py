@@ -54,6 +54,11 @@ class StatusWriter:
         self._task: asyncio.Task[None] | None = None
 
     @property
+    def committed(self) -> Mapping[str, bytes]:
+        """What the branch holds, as far as this writer knows (read at start)."""
+        return types.MappingProxyType(self._committed)
+
+    @property
     def pending(self) -> Mapping[str, bytes | None]:
         """Changes not committed yet (a read-only view)."""
         return types.MappingProxyType(self._pending)

@@ -23,9 +23,8 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.requests import ClientDisconnect
 
-from rciots.controller import webhooks
+from rciots.controller import httpbody, webhooks
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_PATH", "webhook_router"]
 
@@ -65,22 +64,14 @@ def webhook_router(
         raise ValueError(f"the webhook path must start with '/', not {path!r}")
 
     async def receive(request: Request) -> JSONResponse:
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                return _refuse(400, "the Content-Length header is not a number")
-            if int(declared) > max_body_bytes:
+        try:
+            received = await httpbody.read_capped(request, max_body_bytes)
+        except httpbody.BodyRefused as refused:
+            if refused.status == 413:
                 return _too_large(max_body_bytes)
-        received = bytearray()
+            return _refuse(refused.status, refused.reason)
         try:
-            async for chunk in request.stream():
-                received += chunk
-                if len(received) > max_body_bytes:
-                    return _too_large(max_body_bytes)
-        except ClientDisconnect:
-            return _refuse(400, "the client went away before sending the whole body")
-        try:
-            event = webhooks.verify_push(request.headers, bytes(received), secret)
+            event = webhooks.verify_push(request.headers, received, secret)
         except webhooks.WebhookRejected as rejected:
             return _refuse(rejected.status, rejected.reason)
         if event is None:

@@ -3,12 +3,13 @@ per device, last good state kept. Snapshots are built in memory: no Git here."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
-from rciots.controller import reconcile, snapshots
+from rciots.controller import enrolled, reconcile, snapshots
 from tests.fleetfiles import APP, T, device, repo
 
 
@@ -153,3 +154,27 @@ def test_policy_violations_are_render_failures(revs: Revisions) -> None:
     outcome = reconciler.apply(revs.next(repo()))
     assert outcome.failed == (GW1, GW2)
     assert reconciler.table[GW1].error == "policy: Deployment denied"
+
+
+def test_an_enrollment_renders_only_the_device_it_changed(revs: Revisions) -> None:
+    """The same snapshot again with a new enrolled device (no Device file) and an id for
+    gw-1: those two are rendered, gw-2 is not."""
+    reconciler = reconcile.Reconciler()
+    snapshot = revs.next(repo())
+    reconciler.apply(snapshot)
+    added = {
+        GW1: enrolled.Enrolled("id-1", "manual"),
+        ("acme", "gw-9"): enrolled.Enrolled("id-9", "auto", {"role": "gw", "site": "rome"}),
+    }
+    again = dataclasses.replace(snapshot, changed=frozenset())
+    outcome = reconciler.apply(again, added)
+    assert sorted(outcome.rendered) == [GW1, ("acme", "gw-9")]
+    assert reconciler.table[("acme", "gw-9")].digest != ""
+    # the template copies the device name into the Deployment; the label site came along
+    assert "value: gw-9" in reconciler.table[("acme", "gw-9")].manifests
+    assert "site: rome" in reconciler.table[("acme", "gw-9")].manifests
+    # nothing changed: nothing rendered
+    assert reconciler.apply(again, added).rendered == ()
+    # the enrolled device goes away with its registration
+    gone = reconciler.apply(again, {GW1: added[GW1]})
+    assert gone.removed == (("acme", "gw-9"),)
