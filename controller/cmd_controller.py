@@ -13,7 +13,9 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from rciots.controller import (
     cmdargs,
     gitsource,
+    ratelimit,
     redaction,
     sourceloop,
     statusbranch,
@@ -113,7 +116,85 @@ def register(commands: Any) -> None:
         metavar="HOST:PORT",
         help="where the HTTP endpoints (the webhook) listen (default 127.0.0.1:8080)",
     )
+    enroll = parser.add_argument_group(
+        "enrollment", "the private CA and the HTTPS endpoint devices enroll at (docs/enrollment.md)"
+    )
+    enroll.add_argument(
+        "--enroll-listen",
+        default="0.0.0.0:8443",  # devices must reach it; "off" turns it off
+        metavar="HOST:PORT",
+        help="where POST /v1/enroll listens, over HTTPS; 'off' for no enrollment "
+        "(default 0.0.0.0:8443)",
+    )
+    enroll.add_argument(
+        "--server-name",
+        action="append",
+        metavar="NAME",
+        help="a DNS name or IP address devices reach the controller at, for its server "
+        "certificate; repeat for several (default: localhost, 127.0.0.1 and this host's name)",
+    )
+    enroll.add_argument(
+        "--connector-url",
+        metavar="URL",
+        help="the connector URL enrolled devices are told "
+        "(default wss://FIRST-SERVER-NAME:8444/v1/connect)",
+    )
+    enroll.add_argument(
+        "--ca-dir",
+        type=Path,
+        metavar="DIR",
+        help="the CA's files (root.pem, device-ca.pem/.key, server.pem/.key, root.key); "
+        "created there on first start when empty (default STATE-DIR/ca)",
+    )
+    enroll.add_argument(
+        "--device-cert-days",
+        type=_positive_int,
+        default=90,
+        metavar="DAYS",
+        help="lifetime of device certificates (default 90)",
+    )
+    enroll.add_argument(
+        "--pending-days",
+        type=_positive,
+        default=7,
+        metavar="DAYS",
+        help="pending enrollments expire after this long without approval (default 7)",
+    )
+    enroll.add_argument(
+        "--max-pending-per-token",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="at most this many enrollments wait for approval per token (default 100)",
+    )
+    enroll.add_argument(
+        "--enroll-rate",
+        type=_positive,
+        default=ratelimit.ClientLimits.rate,
+        metavar="PER-SECOND",
+        help="enrollment requests per second per client address, on average "
+        f"(default {ratelimit.ClientLimits.rate:g}; bursts of --enroll-burst)",
+    )
+    enroll.add_argument(
+        "--enroll-burst",
+        type=_positive,
+        default=ratelimit.ClientLimits.burst,
+        metavar="N",
+        help=f"requests a client may send at once (default {ratelimit.ClientLimits.burst:g})",
+    )
     parser.set_defaults(func=run)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
+def _server_names(given: list[str] | None) -> tuple[str, ...]:
+    if given:
+        return tuple(dict.fromkeys(given))
+    return tuple(dict.fromkeys(["localhost", "127.0.0.1", socket.gethostname()]))
 
 
 def _positive(text: str) -> float:
@@ -138,15 +219,35 @@ def _secret(path: Path | None, variable: str, what: str) -> str | None:
     return os.environ.get(variable) or None
 
 
-def _listen(text: str) -> tuple[str, int]:
+def _listen(
+    text: str, option: str = "--listen", example: str = "127.0.0.1:8080"
+) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"--listen takes HOST:PORT, such as 127.0.0.1:8080, not {text!r}")
+        raise ValueError(f"{option} takes HOST:PORT, such as {example}, not {text!r}")
     return host.strip("[]"), int(port)
 
 
-def run(args: argparse.Namespace) -> int:
+def _enrollment(args: argparse.Namespace) -> service.EnrollmentSettings:
     from rciots.controller import service
+
+    listen = None
+    if args.enroll_listen != "off":
+        listen = _listen(args.enroll_listen, "--enroll-listen", "0.0.0.0:8443")
+    return service.EnrollmentSettings(
+        listen=listen,
+        server_names=_server_names(args.server_name),
+        connector_url=args.connector_url,
+        ca_dir=args.ca_dir,
+        device_lifetime=timedelta(days=args.device_cert_days),
+        pending_ttl=timedelta(days=args.pending_days),
+        max_pending_per_token=args.max_pending_per_token,
+        limits=ratelimit.ClientLimits(rate=args.enroll_rate, burst=args.enroll_burst),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rciots.controller import castore, registry, service
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -169,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
             status_window=args.status_window,
             webhook_secret=webhook_secret.encode() if webhook_secret else None,
             listen=_listen(args.listen) if webhook_secret else None,
+            enrollment=_enrollment(args),
         )
         if args.worktree and not Path(args.source).is_dir():
             raise ValueError(f"--worktree needs a local directory, and {args.source} is none")
@@ -176,7 +278,13 @@ def run(args: argparse.Namespace) -> int:
         return cmdargs.fail(exc)
     try:
         asyncio.run(_serve(settings))
-    except (OSError, gitsource.SourceError, statusbranch.StatusBranchError) as exc:
+    except (
+        OSError,
+        gitsource.SourceError,
+        statusbranch.StatusBranchError,
+        castore.CaStoreError,
+        registry.RegistryError,
+    ) as exc:
         print(f"rciots: error: {redaction.redact(str(exc))}", file=sys.stderr)
         return 1
     return 0
@@ -191,6 +299,13 @@ async def _serve(settings: service.Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     await controller.start()
+    if controller.enrollment_port is not None and settings.enrollment.listen is not None:
+        log.info(
+            "enrollment at https://%s:%d/v1/enroll; devices trust %s",
+            settings.enrollment.listen[0],
+            controller.enrollment_port,
+            (settings.enrollment.ca_dir or settings.state_dir / "ca") / "root.pem",
+        )
     log.info("controller running on %s; stop with Ctrl-C", redaction.redact(settings.source))
     try:
         await stopping.wait()

@@ -20,7 +20,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
@@ -28,29 +27,16 @@ from fastapi.responses import JSONResponse
 
 from rciots.controller import enrollment, fleet, httpbody, names, ratelimit
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "PATH", "Limits", "enroll_router"]
+__all__ = ["PATH", "enroll_router"]
 
 log = logging.getLogger(__name__)
 
 PATH = "/v1/enroll"
-DEFAULT_MAX_BODY_BYTES = 64 * 1024  # a CSR is ~0.5-2 KiB; labels and system info are small
 _MAX_TOKEN_CHARS = 256
 _MAX_CSR_CHARS = 16 * 1024
 _MAX_LABELS = 64
 _MAX_SYSTEM_ENTRIES = 32
 _MAX_SYSTEM_CHARS = 256
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per client address: requests (``rate`` per second, bursts of ``burst``) and failed
-    requests (``failure_rate`` per second, bursts of ``failure_burst``)."""
-
-    rate: float = 5.0
-    burst: float = 20.0
-    failure_rate: float = 1 / 6  # ten a minute
-    failure_burst: float = 10.0
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 class _Invalid(ValueError):
@@ -61,14 +47,14 @@ def enroll_router(
     enroller: enrollment.Enroller,
     model: Callable[[], fleet.FleetModel],
     *,
-    limits: Limits | None = None,
+    limits: ratelimit.ClientLimits | None = None,
     on_answer: Callable[[enrollment.Answer], None] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     monotonic: Callable[[], float] = time.monotonic,
 ) -> APIRouter:
     """A router with ``POST /v1/enroll``. ``model`` gives the current fleet model; ``on_answer``
     hears every answer (for metrics and for waking the reconciler after an enrollment)."""
-    limits = limits or Limits()
+    limits = limits or ratelimit.ClientLimits()
     requests = ratelimit.RateLimiter(limits.rate, limits.burst)
     failures = ratelimit.RateLimiter(limits.failure_rate, limits.failure_burst)
 

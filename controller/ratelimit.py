@@ -12,7 +12,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
-__all__ = ["RateLimiter", "retry_after"]
+__all__ = ["ClientLimits", "RateLimiter", "retry_after"]
 
 
 @dataclass
@@ -69,6 +69,18 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """Per client address: requests (``rate`` per second, bursts of ``burst``) and failed
+    requests (``failure_rate`` per second, bursts of ``failure_burst``)."""
+
+    rate: float = 5.0
+    burst: float = 20.0
+    failure_rate: float = 1 / 6  # ten a minute
+    failure_burst: float = 10.0
+    max_body_bytes: int = 64 * 1024  # a CSR is ~0.5-2 KiB; labels and system info are small
 
 
 def retry_after(wait: float) -> int | None:

@@ -35,6 +35,7 @@ from rciots.controller import (
     enrollment,
     gitsource,
     httpserver,
+    ratelimit,
     reconcile,
     registry,
     registrydocs,
@@ -70,7 +71,7 @@ class EnrollmentSettings:
     device_lifetime: timedelta = ca.DEFAULT_DEVICE_LIFETIME
     pending_ttl: timedelta = timedelta(days=7)
     max_pending_per_token: int = 100
-    limits: enroll_endpoint.Limits = field(default_factory=enroll_endpoint.Limits)
+    limits: ratelimit.ClientLimits = field(default_factory=ratelimit.ClientLimits)
 
     def policy(self) -> enrollment.Policy:
         url = self.connector_url or f"wss://{self.server_names[0]}:8444/v1/connect"

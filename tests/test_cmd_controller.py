@@ -3,6 +3,7 @@ SIGINT, leaving device status on the status branch and the tracked branch as it 
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import shutil
@@ -30,6 +31,7 @@ RCIOTS = Path(sys.executable).parent / "rciots"
         (["--worktree"], "--worktree needs a local directory"),
         (["--webhook-secret-file", "{empty}"], "the webhook secret file {empty} is empty"),
         (["--webhook-secret-file", "{secret}", "--listen", "8080"], "--listen takes HOST:PORT"),
+        (["--enroll-listen", "8443"], "--enroll-listen takes HOST:PORT, such as 0.0.0.0:8443"),
     ],
 )
 def test_bad_options_say_what_to_do(
@@ -65,12 +67,15 @@ def test_a_bad_interval_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_the_process_runs_until_interrupted_and_writes_status(tmp_path: Path) -> None:
+    """Also runs docs/enrollment.md's curl and openssl block against it, as written but for
+    the port, with the example's automatic token."""
     repo = tmp_path / "fleet"
     shutil.copytree(EXAMPLE, repo)
     gitserver.run_git(None, "init", "-q", "-b", "main", str(repo))
     gitserver.run_git(repo, "add", "-A")
     gitserver.run_git(repo, "commit", "-qm", "fleet")
     head = gitserver.run_git(repo, "rev-parse", "HEAD").strip()
+    port = gitserver.free_port()
     process = subprocess.Popen(
         [
             str(RCIOTS),
@@ -80,6 +85,8 @@ def test_the_process_runs_until_interrupted_and_writes_status(tmp_path: Path) ->
             str(tmp_path / "state"),
             "--status-window",
             "0.2",
+            "--enroll-listen",
+            f"127.0.0.1:{port}",
         ],
         stderr=subprocess.PIPE,
         text=True,
@@ -93,6 +100,7 @@ def test_the_process_runs_until_interrupted_and_writes_status(tmp_path: Path) ->
     try:
         started = _read_until(lines, "controller running on", within=20)
         assert started is not None, "the controller did not start within 20 s"
+        enrolled = _enroll_as_documented(tmp_path, port)
         process.send_signal(signal.SIGINT)
         process.wait(timeout=20)
         rest = "".join(_read_to_end(lines, within=5))
@@ -108,6 +116,33 @@ def test_the_process_runs_until_interrupted_and_writes_status(tmp_path: Path) ->
     assert "status/acme-sensors/berlin-gw-01.yaml" in listed
     assert gitserver.run_git(repo, "rev-parse", "HEAD").strip() == head
     assert gitserver.run_git(repo, "status", "--porcelain") == ""
+    registration = gitserver.run_git(
+        repo, "show", "rciots/status:registry/acme-sensors/warehouse-gw-17.yaml"
+    )
+    assert enrolled["deviceId"] in registration
+
+
+def _enroll_as_documented(tmp_path: Path, port: int) -> dict[str, str]:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "enrollment.md").read_text()
+    block = doc.split("<!-- enroll-with-curl", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    script = block.replace("https://127.0.0.1:8443", f"https://127.0.0.1:{port}")
+    device = tmp_path / "device"
+    device.mkdir()
+    shutil.copy(tmp_path / "state" / "ca" / "root.pem", device / "root.pem")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=device,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "device.crt: OK" in done.stdout
+    assert "enrolled as " in done.stdout
+    assert "in acme-sensors; connect to wss://" in done.stdout
+    identity: dict[str, str] = json.loads((device / "identity.json").read_text())
+    return identity
 
 
 def _pump(stream: IO[str], into: queue.Queue[str | None]) -> None:

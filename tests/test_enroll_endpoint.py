@@ -13,12 +13,20 @@ import fastapi
 import httpx
 import pytest
 
-from rciots.controller import castore, enroll_endpoint, enrollment, fleet, httpserver, registry
+from rciots.controller import (
+    castore,
+    enroll_endpoint,
+    enrollment,
+    fleet,
+    httpserver,
+    ratelimit,
+    registry,
+)
 from tests import aio, enrollfiles
 from tests.cryptohelp import csr_pem, ec_key
 from tests.enrollfiles import AUTO, MANUAL
 
-OPEN = enroll_endpoint.Limits(rate=1000, burst=1000, failure_rate=1000, failure_burst=1000)
+OPEN = ratelimit.ClientLimits(rate=1000, burst=1000, failure_rate=1000, failure_burst=1000)
 
 
 def body(token: str = AUTO, name: str = "gw-new", key=None, **extra: object) -> dict[str, object]:
@@ -34,7 +42,7 @@ def serve(
     test: Callable[[Client, registry.Registry], Awaitable[None]],
     *,
     files: dict[str, bytes] | None = None,
-    limits: enroll_endpoint.Limits = OPEN,
+    limits: ratelimit.ClientLimits = OPEN,
 ) -> None:
     now = datetime.now(UTC)  # real time: TLS checks the certificates against it
     authority = castore.load_or_create(tmp_path / "ca", ["localhost", "127.0.0.1"], now)
@@ -165,7 +173,7 @@ def test_an_invalid_csr_is_422(tmp_path):
 def test_a_body_over_the_cap_is_413(tmp_path):
     """The declared length is enough to refuse; a streamed (chunked) body over the cap is
     refused by the same reader, tested with the webhook (test_webhook_endpoint)."""
-    limits = enroll_endpoint.Limits(
+    limits = ratelimit.ClientLimits(
         rate=100, burst=100, failure_rate=100, failure_burst=100, max_body_bytes=4096
     )
 
@@ -179,7 +187,7 @@ def test_a_body_over_the_cap_is_413(tmp_path):
 
 
 def test_a_client_over_its_rate_gets_429_with_retry_after(tmp_path):
-    limits = enroll_endpoint.Limits(rate=0.5, burst=3)
+    limits = ratelimit.ClientLimits(rate=0.5, burst=3)
 
     async def test(client: Client, store: registry.Registry) -> None:
         statuses = [
@@ -195,7 +203,7 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(tmp_path):
 
 
 def test_a_client_that_keeps_failing_is_held_back_even_with_a_good_token(tmp_path):
-    limits = enroll_endpoint.Limits(rate=100, burst=100, failure_rate=0.01, failure_burst=5)
+    limits = ratelimit.ClientLimits(rate=100, burst=100, failure_rate=0.01, failure_burst=5)
 
     async def test(client: Client, store: registry.Registry) -> None:
         for attempt in range(5):

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import httpx
 
-from rciots.controller import enroll_endpoint, service
+from rciots.controller import enroll_endpoint, ratelimit, service
 from tests import aio, gitserver
 from tests.cryptohelp import csr_pem, ec_key
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "fleet-repo-example"
 WAREHOUSE = "rciots-pt-OaGmPNNo7h0cVwjIvurOdVdIHBCZRVnJKMlguG3KB3U"  # auto, acme-sensors
 PLANT = "rciots-pt-3dzFbyrIHcOEA9kNYdNbW047Cv6LcrudEarkV1iTZlc"  # manual, acme-sensors
-OPEN = enroll_endpoint.Limits(rate=1000, burst=1000, failure_rate=1000, failure_burst=1000)
+OPEN = ratelimit.ClientLimits(rate=1000, burst=1000, failure_rate=1000, failure_burst=1000)
 DEVICE_DIR = "tenants/acme-sensors/devices"
 
 
