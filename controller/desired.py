@@ -14,10 +14,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rciots.agent.bundle import ResourceId
 from rciots.controller import fleet, identity, layout, render
 from rciots.controller.render import engine
 
-__all__ = ["DeviceKey", "DeviceRender", "PolicyCheck", "affected", "render_devices"]
+__all__ = [
+    "DeviceKey",
+    "DeviceRender",
+    "PolicyCheck",
+    "affected",
+    "render_devices",
+    "resource_ids",
+]
 
 DeviceKey = tuple[str, str]  # (tenant, device)
 # (tenant, rendered resources) -> violations (each printable as one line); none: allowed
@@ -34,6 +42,7 @@ class DeviceRender:
     inputs: frozenset[str] = frozenset()
     error: str | None = None
     error_path: str = ""  # the file the error is about (a kustomization, a manifest)
+    resources: tuple[ResourceId, ...] = ()  # one per document of ``yaml``, in order
 
     @property
     def ok(self) -> bool:
@@ -74,7 +83,33 @@ def _render_one(
             error=f"policy: {error}",
             error_path=workload.kustomization,
         )
-    return DeviceRender(name, device.name, workload.entry, rendered.yaml, rendered.digest, inputs)
+    return DeviceRender(
+        name,
+        device.name,
+        workload.entry,
+        rendered.yaml,
+        rendered.digest,
+        inputs,
+        resources=resource_ids(rendered.resources),
+    )
+
+
+def resource_ids(resources: Sequence[Mapping[str, Any]]) -> tuple[ResourceId, ...]:
+    """Which object each rendered resource is, for the agent's results and pruning."""
+    ids = []
+    for resource in resources:
+        metadata = resource.get("metadata")
+        metadata = metadata if isinstance(metadata, Mapping) else {}
+        namespace = metadata.get("namespace")
+        ids.append(
+            ResourceId(
+                str(resource.get("apiVersion", "")),
+                str(resource.get("kind", "")),
+                str(metadata.get("name", "")),
+                str(namespace) if namespace else None,
+            )
+        )
+    return tuple(ids)
 
 
 def render_devices(

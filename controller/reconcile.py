@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from rciots.agent.bundle import Bundle, ResourceId
 from rciots.controller import desired, enrolled, fleet, layout, loader, snapshots
 from rciots.controller.diagnostics import Diagnostic, count_errors
 from rciots.controller.render import engine
@@ -41,6 +42,13 @@ class DesiredState:
     manifests: str  # multi-document YAML, as `kustomize build` prints it
     attempted_revision: str  # the last revision this device was rendered at
     error: str | None = None  # why attempted_revision failed; None when it gave the above
+    resources: tuple[ResourceId, ...] = ()  # one per document of ``manifests``
+
+    def bundle(self) -> Bundle | None:
+        """What the device is sent; None before a first good render."""
+        if self.revision is None:
+            return None
+        return Bundle(self.revision, self.digest, self.manifests, self.resources)
 
     @property
     def failing(self) -> bool:
@@ -171,7 +179,13 @@ def _next_state(
             # same output: the device keeps the revision its manifests came from
             return replace(before, attempted_revision=revision)
         return DesiredState(
-            render.tenant, render.device, revision, render.digest, render.yaml, revision
+            render.tenant,
+            render.device,
+            revision,
+            render.digest,
+            render.yaml,
+            revision,
+            resources=render.resources,
         )
     if before is None:
         return DesiredState(render.tenant, render.device, None, "", "", revision, render.error)

@@ -178,3 +178,13 @@ def test_an_enrollment_renders_only_the_device_it_changed(revs: Revisions) -> No
     # the enrolled device goes away with its registration
     gone = reconciler.apply(again, {GW1: added[GW1]})
     assert gone.removed == (("acme", "gw-9"),)
+
+
+def test_each_desired_state_is_a_bundle_with_one_id_per_document(revs: Revisions) -> None:
+    reconciler = reconcile.Reconciler()
+    reconciler.apply(revs.next(repo()))
+    for state in reconciler.table.values():
+        bundle = state.bundle()
+        assert bundle is not None
+        bundle.check()  # the digest is the manifests', and every document has its id
+        assert [r.label() for r in bundle.resources] == ["Deployment/app"]
