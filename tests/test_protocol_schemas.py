@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -107,6 +108,39 @@ def test_every_message_a_session_sends_is_valid():
             assert schema_errors(direction, message) == [], message["type"]
             if message["type"] != "renew":
                 assert _validator(message["type"]).is_valid(message)
+
+
+def _doc_examples() -> list[dict[str, Any]]:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    blocks = re.findall(r"```json\n(.*?)```", text, re.DOTALL)
+    return [json.loads(block) for block in blocks]
+
+
+def test_the_examples_in_the_protocol_doc_are_valid():
+    examples = _doc_examples()
+    assert {example["type"] for example in examples} == {
+        "hello",
+        "welcome",
+        "desired",
+        "applied",
+        "status",
+        "resync",
+        "renew",
+        "certificate",
+        "error",
+    }
+    for example in examples:
+        assert _validator(example["type"]).is_valid(example), example
+    full, delta = (example for example in examples if example["type"] == "desired")
+    agent = AgentSession(full["deviceId"], TOKEN, "0.1.0")
+    agent.hello()
+    agent.receive(json.dumps(next(e for e in examples if e["type"] == "welcome")))
+    (first,) = agent.receive(json.dumps(full))
+    assert isinstance(first, protocol.DesiredReceived)
+    agent.applied(1, ApplyResult(first.bundle.digest))
+    (second,) = agent.receive(json.dumps(delta))
+    assert isinstance(second, protocol.DesiredReceived)
+    assert second.bundle.manifests == full["manifests"].replace("Berlin", "Hamburg")
 
 
 # Malformed messages: each case is a valid message for a session in the right state, then a
