@@ -11,7 +11,7 @@ travel beside it, one per document, in the same order.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
@@ -95,7 +95,8 @@ class Bundle:
 
     revision: str
     digest: str
-    manifests: str
+    # out of repr: it is long, and it may hold Secrets that must not reach a log
+    manifests: str = field(repr=False)
     resources: tuple[ResourceId, ...] = ()
 
     def check(self) -> None:
