@@ -11,6 +11,8 @@ Appliers block (they run tools to their end): call them from a worker thread
 
 =============  ================================================================================
 ``directory``  writes the bundle into a folder, atomically (``applier_directory``)
+``kubectl``    server-side apply, label, prune by inventory (``applier_kubectl``)
+``oc``         the same with the ``oc`` binary
 =============  ================================================================================
 """
 
@@ -20,12 +22,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from rciots.agent import applier_directory
+from rciots.agent import applier_directory, applier_kubectl
 from rciots.agent.bundle import ApplyResult, Bundle, ResourceId
 
 __all__ = ["KINDS", "Applier", "create", "inventory_after"]
 
-KINDS = ("directory",)
+KINDS = ("directory", "kubectl", "oc")
 
 
 class Applier(Protocol):
@@ -50,15 +52,22 @@ def create(
 ) -> Applier:
     """The applier called ``kind`` (one of ``KINDS``).
 
-    ``root`` is the folder the ``directory`` applier writes (required). ``executable`` is the
-    tool's name or path, looked up on the PATH of ``env`` (default: the agent's own
-    environment), for appliers that run one. ``timeout`` bounds every tool run, in seconds
-    (default: the applier's own).
+    ``root`` is the folder the ``directory`` applier writes (required). ``executable`` is
+    the tool's name or path (default: ``kubectl``, ``oc``), looked up on the PATH
+    of ``env`` (default: the agent's own environment). ``timeout`` bounds every tool run, in
+    seconds (default: the applier's own).
     """
     if kind == "directory":
         if root is None:
             raise ValueError("the directory applier needs a root folder")
         return applier_directory.DirectoryApplier(root)
+    if kind in ("kubectl", "oc"):
+        return applier_kubectl.KubectlApplier(
+            executable=executable or kind,
+            env=env,
+            kind=kind,
+            timeout=timeout or applier_kubectl.DEFAULT_TIMEOUT,
+        )
     raise ValueError(f"unknown applier {kind!r} (expected one of: {', '.join(KINDS)})")
 
 

@@ -1,5 +1,5 @@
 """The appliers' common surface: the factory, the inventory, and what every applier does with
-an inconsistent bundle."""
+a missing tool or an inconsistent bundle."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from rciots.agent import applier
 from rciots.agent.applier_directory import DirectoryApplier
+from rciots.agent.applier_kubectl import KubectlApplier
 from rciots.agent.bundle import ApplyResult, Bundle, ResourceId, ResourceResult, digest_of
 
 CM = ResourceId("v1", "ConfigMap", "cfg", "edge")
@@ -25,6 +26,12 @@ metadata:
 
 def test_the_factory_makes_each_applier_by_name(tmp_path):
     assert isinstance(applier.create("directory", root=tmp_path), DirectoryApplier)
+    kubectl = applier.create("kubectl", env={"PATH": ""}, timeout=5)
+    assert isinstance(kubectl, KubectlApplier)
+    assert (kubectl.executable, kubectl.timeout) == ("kubectl", 5)
+    oc = applier.create("oc")
+    assert isinstance(oc, KubectlApplier)
+    assert (oc.kind, oc.executable) == ("oc", "oc")
 
 
 def test_the_factory_refuses_unknown_names_and_missing_folders():
@@ -52,8 +59,24 @@ def test_an_apply_that_did_nothing_keeps_the_previous_inventory():
     assert applier.inventory_after([OLD, CM], result) == (OLD, CM)
 
 
+def test_a_missing_tool_is_a_result_error_not_an_exception(tmp_path):
+    bundle = Bundle("rev", digest_of(CONFIG), CONFIG, (CM,))
+    empty = {"PATH": str(tmp_path)}
+    for made in (
+        applier.create("kubectl", env=empty),
+        applier.create("oc", env=empty),
+    ):
+        result = made.apply(bundle, [OLD])
+        assert result.error == f"{made.kind} not found on PATH (is it installed?)"
+        assert result.resources == ()
+        assert applier.inventory_after([OLD], result) == (OLD,)
+
+
 def test_an_inconsistent_bundle_is_refused_by_every_applier(tmp_path):
     bundle = Bundle("rev", digest_of(CONFIG), CONFIG, (CM, DEPLOY))
-    for made in (applier.create("directory", root=tmp_path / "out"),):
+    for made in (
+        applier.create("directory", root=tmp_path / "out"),
+        applier.create("kubectl", env={"PATH": ""}),
+    ):
         result = made.apply(bundle, [])
         assert result.error == "1 document(s) in the manifests but 2 resource id(s)"
