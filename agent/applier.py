@@ -11,6 +11,7 @@ Appliers block (they run tools to their end): call them from a worker thread
 
 =============  ================================================================================
 ``directory``  writes the bundle into a folder, atomically (``applier_directory``)
+``podman``     ``podman kube play --replace`` per workload, ``kube down`` (``applier_podman``)
 ``kubectl``    server-side apply, label, prune by inventory (``applier_kubectl``)
 ``oc``         the same with the ``oc`` binary
 =============  ================================================================================
@@ -22,12 +23,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from rciots.agent import applier_directory, applier_kubectl
+from rciots.agent import applier_directory, applier_kubectl, applier_podman
 from rciots.agent.bundle import ApplyResult, Bundle, ResourceId
 
 __all__ = ["KINDS", "Applier", "create", "inventory_after"]
 
-KINDS = ("directory", "kubectl", "oc")
+KINDS = ("directory", "podman", "kubectl", "oc")
 
 
 class Applier(Protocol):
@@ -52,8 +53,9 @@ def create(
 ) -> Applier:
     """The applier called ``kind`` (one of ``KINDS``).
 
-    ``root`` is the folder the ``directory`` applier writes (required). ``executable`` is
-    the tool's name or path (default: ``kubectl``, ``oc``), looked up on the PATH
+    ``root`` is the folder the ``directory`` applier writes and where the ``podman`` applier
+    keeps what it needs to take workloads down again (required for both). ``executable`` is
+    the tool's name or path (default: ``podman``, ``kubectl``, ``oc``), looked up on the PATH
     of ``env`` (default: the agent's own environment). ``timeout`` bounds every tool run, in
     seconds (default: the applier's own).
     """
@@ -61,6 +63,15 @@ def create(
         if root is None:
             raise ValueError("the directory applier needs a root folder")
         return applier_directory.DirectoryApplier(root)
+    if kind == "podman":
+        if root is None:
+            raise ValueError("the podman applier needs a state folder (root)")
+        return applier_podman.PodmanApplier(
+            root,
+            executable=executable or "podman",
+            env=env,
+            timeout=timeout or applier_podman.DEFAULT_TIMEOUT,
+        )
     if kind in ("kubectl", "oc"):
         return applier_kubectl.KubectlApplier(
             executable=executable or kind,

@@ -8,6 +8,7 @@ import pytest
 from rciots.agent import applier
 from rciots.agent.applier_directory import DirectoryApplier
 from rciots.agent.applier_kubectl import KubectlApplier
+from rciots.agent.applier_podman import PodmanApplier
 from rciots.agent.bundle import ApplyResult, Bundle, ResourceId, ResourceResult, digest_of
 
 CM = ResourceId("v1", "ConfigMap", "cfg", "edge")
@@ -26,6 +27,7 @@ metadata:
 
 def test_the_factory_makes_each_applier_by_name(tmp_path):
     assert isinstance(applier.create("directory", root=tmp_path), DirectoryApplier)
+    assert isinstance(applier.create("podman", root=tmp_path), PodmanApplier)
     kubectl = applier.create("kubectl", env={"PATH": ""}, timeout=5)
     assert isinstance(kubectl, KubectlApplier)
     assert (kubectl.executable, kubectl.timeout) == ("kubectl", 5)
@@ -39,6 +41,8 @@ def test_the_factory_refuses_unknown_names_and_missing_folders():
         applier.create("helm")
     with pytest.raises(ValueError, match="root folder"):
         applier.create("directory")
+    with pytest.raises(ValueError, match="state folder"):
+        applier.create("podman")
 
 
 def test_the_inventory_keeps_all_but_the_pruned():
@@ -65,6 +69,7 @@ def test_a_missing_tool_is_a_result_error_not_an_exception(tmp_path):
     for made in (
         applier.create("kubectl", env=empty),
         applier.create("oc", env=empty),
+        applier.create("podman", root=tmp_path / "state", env=empty),
     ):
         result = made.apply(bundle, [OLD])
         assert result.error == f"{made.kind} not found on PATH (is it installed?)"
@@ -77,6 +82,7 @@ def test_an_inconsistent_bundle_is_refused_by_every_applier(tmp_path):
     for made in (
         applier.create("directory", root=tmp_path / "out"),
         applier.create("kubectl", env={"PATH": ""}),
+        applier.create("podman", root=tmp_path / "state", env={"PATH": ""}),
     ):
         result = made.apply(bundle, [])
         assert result.error == "1 document(s) in the manifests but 2 resource id(s)"
