@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from rciots.agent.bundle import Bundle, ResourceId
+from rciots.agent.bundle import Bundle, ResourceId, digest_of
 from rciots.controller import desired, enrolled, fleet, layout, loader, snapshots
 from rciots.controller.diagnostics import Diagnostic, count_errors
 from rciots.controller.render import engine
@@ -45,10 +45,12 @@ class DesiredState:
     resources: tuple[ResourceId, ...] = ()  # one per document of ``manifests``
 
     def bundle(self) -> Bundle | None:
-        """What the device is sent; None before a first good render."""
+        """What the device is sent (no manifests, for a device that runs nothing: it removes
+        what it ran); None before a first good render."""
         if self.revision is None:
             return None
-        return Bundle(self.revision, self.digest, self.manifests, self.resources)
+        digest = self.digest or digest_of(self.manifests)
+        return Bundle(self.revision, digest, self.manifests, self.resources)
 
     @property
     def failing(self) -> bool:

@@ -26,15 +26,18 @@ from typing import Literal
 import fastapi
 import pygit2
 
+from rciots.agent.bundle import ApplyResult, Bundle
 from rciots.controller import (
     ca,
     castore,
+    connector,
     desired,
     enroll_endpoint,
     enrolled,
     enrollment,
     gitsource,
     httpserver,
+    observed,
     ratelimit,
     reconcile,
     registry,
@@ -48,7 +51,7 @@ from rciots.controller import (
     worktreesource,
 )
 
-__all__ = ["Controller", "EnrollmentSettings", "Settings", "device_status", "status_documents"]
+__all__ = ["Controller", "EnrollmentSettings", "Settings", "status_documents"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ class EnrollmentSettings:
 
     listen: tuple[str, int] | None = None  # host and port of HTTPS enrollment; None: off
     server_names: tuple[str, ...] = ("localhost", "127.0.0.1")  # in the server certificate
-    connector_url: str | None = None  # told to devices; None: wss://<first name>:8444/v1/connect
+    connector_url: str | None = None  # told to devices; None: from the first name and port
     ca_dir: Path | None = None  # None: <state dir>/ca
     key_type: ca.KeyType = "ec-p256"
     device_lifetime: timedelta = ca.DEFAULT_DEVICE_LIFETIME
@@ -73,8 +76,9 @@ class EnrollmentSettings:
     max_pending_per_token: int = 100
     limits: ratelimit.ClientLimits = field(default_factory=ratelimit.ClientLimits)
 
-    def policy(self) -> enrollment.Policy:
-        url = self.connector_url or f"wss://{self.server_names[0]}:8444/v1/connect"
+    def policy(self, connector_port: int | None) -> enrollment.Policy:
+        port = connector_port or 8444
+        url = self.connector_url or f"wss://{self.server_names[0]}:{port}{connector.PATH}"
         return enrollment.Policy(
             connector_url=url,
             device_lifetime=self.device_lifetime,
@@ -100,6 +104,8 @@ class Settings:
     webhook_secret: bytes | None = field(default=None, repr=False)
     listen: tuple[str, int] | None = None  # host and port of the HTTP endpoints
     enrollment: EnrollmentSettings = field(default_factory=EnrollmentSettings)
+    # where agents connect (the connector's WebSocket endpoint) and its limits
+    agents: connector.ConnectorSettings = field(default_factory=connector.ConnectorSettings)
 
 
 def _is_local_path(source: str) -> bool:
@@ -142,6 +148,8 @@ class Controller:
         self.enroller: enrollment.Enroller | None = None
         # device id -> why it may not connect (disabled, not approved, tenant disabled)
         self.access: enrolled.Access = enrolled.Access({}, ())
+        self.connector: connector.Connector | None = None
+        self.observed: dict[desired.DeviceKey, observed.Observed] = {}
         self._pass_lock = asyncio.Lock()  # one reconcile pass at a time
         self._enrolled_pass: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -213,6 +221,15 @@ class Controller:
         self.source.start()  # its first fetch comes when the first pass's delay is over
         if settings.listen is not None:
             self._http = await httpserver.Server.start(self._http_app(), *settings.listen)
+        if settings.agents.listen is not None:
+            await self._start_connector()
+        assert self.authority is not None
+        assert self.registry is not None
+        self.enroller = enrollment.Enroller(
+            self.authority,
+            self.registry,
+            settings.enrollment.policy(self.connector.port if self.connector else None),
+        )
         if settings.enrollment.listen is not None:
             await self._start_enrollment(*settings.enrollment.listen)
 
@@ -220,6 +237,8 @@ class Controller:
         for server in (self._https, self._http):
             if server is not None:
                 await server.stop()
+        if self.connector is not None:
+            await self.connector.stop()
         if self.watcher is not None:
             self.watcher.stop()
         await self.source.stop()
@@ -239,8 +258,12 @@ class Controller:
             await self._pass(snapshot)
 
     async def _pass(self, snapshot: snapshots.Snapshot) -> None:
-        outcome, documents = await asyncio.to_thread(self._reconcile, snapshot)
+        seen = dict(self.observed)  # the worker thread reads a copy
+        outcome, documents = await asyncio.to_thread(self._reconcile, snapshot, seen)
         self.last_outcome = outcome
+        if self.connector is not None:
+            await self.connector.enforce()
+            await self.connector.push_changed(outcome.changed)
         for diagnostic in outcome.diagnostics:
             if diagnostic.severity == "error":
                 log.warning("fleet repo %s: %s", snapshot.revision[:12], diagnostic)
@@ -250,7 +273,9 @@ class Controller:
             self._unqueued.update(documents)  # the first pass: start() queues them
 
     def _reconcile(
-        self, snapshot: snapshots.Snapshot
+        self,
+        snapshot: snapshots.Snapshot,
+        seen: Mapping[desired.DeviceKey, observed.Observed],
     ) -> tuple[reconcile.Outcome, dict[str, bytes | None]]:
         """In a worker thread: the pass, and its status documents (rendering them takes
         ~15 ms per thousand devices, which the event loop must not wait for)."""
@@ -269,7 +294,7 @@ class Controller:
                 self.enroller.expire_pending(datetime.now(UTC))
         if not self._writes_status:
             return outcome, {}
-        return outcome, status_documents(self.reconciler.table, outcome)
+        return outcome, status_documents(self.reconciler.table, outcome, seen)
 
     def _queue_status(self, documents: Mapping[str, bytes | None]) -> None:
         assert self.status is not None
@@ -281,14 +306,13 @@ class Controller:
     def _open_identity(self) -> None:
         """In a worker thread at start: the CA (created on first start) and the registry."""
         settings = self.settings.enrollment
-        folder = settings.ca_dir or self.settings.state_dir / _CA_DIR
+        folder = self._ca_dir()
         self.authority = castore.load_or_create(
             folder, settings.server_names, datetime.now(UTC), settings.key_type
         )
         self.registry = registry.Registry(
             self.settings.state_dir / _REGISTRY_FILE, listener=self._on_registry_change
         )
-        self.enroller = enrollment.Enroller(self.authority, self.registry, settings.policy())
 
     def _on_registry_change(
         self,
@@ -398,7 +422,7 @@ class Controller:
         return app
 
     async def _start_enrollment(self, host: str, port: int) -> None:
-        folder = self.settings.enrollment.ca_dir or self.settings.state_dir / _CA_DIR
+        folder = self._ca_dir()
         self._https = await httpserver.Server.start(
             self.enrollment_app(),
             host,
@@ -407,6 +431,83 @@ class Controller:
             key=folder / "server.key",
             name="enrollment",
         )
+
+    # -- the connector and what it needs of the controller (connector.Devices) ---------------
+
+    async def _start_connector(self) -> None:
+        assert self.authority is not None
+        folder = self._ca_dir()
+        tls = connector.server_context(
+            folder / "server.pem", folder / "server.key", folder / "root.pem"
+        )
+        self.connector = connector.Connector(self.settings.agents, self.authority, tls, self)
+        await self.connector.start()
+
+    def registration(self, device_id: str) -> registry.Registration | None:
+        return self.registry.get(device_id) if self.registry is not None else None
+
+    def denied(self, device_id: str) -> str | None:
+        return self.access.denied.get(device_id)
+
+    def desired(self, key: tuple[str, str]) -> Bundle | None:
+        state = self.reconciler.table.get(key)
+        return state.bundle() if state is not None else None
+
+    def renew(self, registration: registry.Registration, csr_pem: str) -> tuple[str, str]:
+        """Sign a renewal CSR for a connected device; the registry then holds the new
+        certificate (the old one stays accepted until it expires)."""
+        assert self.authority is not None
+        assert self.registry is not None
+        csr = ca.check_csr(csr_pem.encode())
+        key_fingerprint = ca.key_fingerprint(csr.public_key())
+        with self.registry.atomic():
+            owner = self.registry.by_key(key_fingerprint)
+            if owner is not None and owner.device_id != registration.device_id:
+                raise ValueError("this key is enrolled for another device")
+            current = self.registry.get(registration.device_id)
+            if current is None:
+                raise ValueError("the device is no longer registered")
+            issued = ca.issue_device_certificate(
+                self.authority,
+                csr,
+                current.tenant,
+                current.device_id,
+                datetime.now(UTC),
+                self.settings.enrollment.device_lifetime,
+            )
+            self.registry.put(
+                dataclasses.replace(
+                    current,
+                    key_fingerprint=key_fingerprint,
+                    certificate_serial=issued.serial,
+                    certificate_fingerprint=issued.fingerprint,
+                    certificate_not_after=issued.not_after,
+                    previous_certificate_serial=current.certificate_serial,
+                )
+            )
+        return issued.chain_pem.decode(), self.authority.ca_bundle_pem().decode()
+
+    def connected(self, key: tuple[str, str], applied_digest: str | None) -> None:
+        self._observe(key, observed.connected(self.observed.get(key), _now(), applied_digest))
+
+    def disconnected(self, key: tuple[str, str]) -> None:
+        self._observe(key, observed.disconnected(self.observed.get(key), _now()))
+
+    def applied(self, key: tuple[str, str], bundle: Bundle, result: ApplyResult) -> None:
+        self._observe(key, observed.applied(self.observed.get(key), bundle, result, _now()))
+
+    def seen(self, key: tuple[str, str]) -> None:
+        self._observe(key, observed.seen(self.observed.get(key), _now()))
+
+    def _observe(self, key: tuple[str, str], now_seen: observed.Observed) -> None:
+        self.observed[key] = now_seen
+        state = self.reconciler.table.get(key)
+        if state is not None and self._writes_status:
+            document = statusdocs.render_status(observed.device_status(state, now_seen))
+            self._queue_or_keep({statusdocs.status_path(*key): document})
+
+    def _ca_dir(self) -> Path:
+        return self.settings.enrollment.ca_dir or self.settings.state_dir / _CA_DIR
 
     @property
     def enrollment_port(self) -> int | None:
@@ -433,32 +534,24 @@ class Controller:
 
 
 def status_documents(
-    table: Mapping[desired.DeviceKey, reconcile.DesiredState], outcome: reconcile.Outcome
+    table: Mapping[desired.DeviceKey, reconcile.DesiredState],
+    outcome: reconcile.Outcome,
+    seen: Mapping[desired.DeviceKey, observed.Observed],
 ) -> dict[str, bytes | None]:
     """The status files a reconcile pass changes, by path: the document of each device
     rendered or failed in it (once, though it may be both), from its entry in the new
-    ``table``; None for each device removed."""
+    ``table`` and what was ``seen`` of it; None for each device removed."""
     documents: dict[str, bytes | None] = {}
     for key in dict.fromkeys(outcome.rendered + outcome.failed):
         state = table.get(key)
         if state is not None:
-            documents[statusdocs.status_path(*key)] = device_status(state)
+            documents[statusdocs.status_path(*key)] = statusdocs.render_status(
+                observed.device_status(state, seen.get(key))
+            )
     for key in outcome.removed:
         documents[statusdocs.status_path(*key)] = None
     return documents
 
 
-def device_status(state: reconcile.DesiredState) -> bytes:
-    """The status document of a device from its desired state (what it applied comes with
-    the connector)."""
-    return statusdocs.render_status(
-        statusdocs.DeviceStatus(
-            tenant=state.tenant,
-            device=state.device,
-            result=statusdocs.RENDER_FAILED if state.failing else statusdocs.PENDING,
-            desired_revision=state.revision,
-            desired_digest=state.digest or None,
-            attempted_revision=state.attempted_revision,
-            render_error=state.error,
-        )
-    )
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from rciots.controller import reconcile, service, statusdocs
+from rciots.controller import observed, reconcile, service, statusdocs
 from tests import aio, gitserver
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "fleet-repo-example"
@@ -211,6 +211,10 @@ def state(device: str, error: str | None = None) -> reconcile.DesiredState:
     )
 
 
+def status_of(state: reconcile.DesiredState) -> bytes:
+    return statusdocs.render_status(observed.device_status(state, None))
+
+
 def test_status_documents_of_a_pass() -> None:
     table = {("acme", "d1"): state("d1"), ("acme", "d2"): state("d2", error="boom")}
     outcome = reconcile.Outcome(
@@ -222,10 +226,10 @@ def test_status_documents_of_a_pass() -> None:
         diagnostics=(),
         seconds=0.0,
     )
-    documents = service.status_documents(table, outcome)
+    documents = service.status_documents(table, outcome, {})
     assert documents == {
-        "status/acme/d1.yaml": service.device_status(table[("acme", "d1")]),
-        "status/acme/d2.yaml": service.device_status(table[("acme", "d2")]),
+        "status/acme/d1.yaml": status_of(table[("acme", "d1")]),
+        "status/acme/d2.yaml": status_of(table[("acme", "d2")]),
         "status/acme/gone.yaml": None,
     }
     failing = documents["status/acme/d2.yaml"]

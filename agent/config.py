@@ -1,0 +1,234 @@
+"""The agent's configuration: a TOML file, environment variables, command-line options.
+
+Position in the flow: ``rciots-agent`` start -> **config** -> enrollment, connection, applier.
+Every option is declared once in ``OPTIONS`` (name, environment variable, default, meaning), so
+that the command line, the environment, the file and the reference in docs/agent.md come from
+the same table. Later sources win: defaults < file < environment < command line. Pure apart
+from reading the file and the secret files it names.
+
+Secrets (the provisioning token) come from a file or the environment, never from the command
+line, where any user could read them with ``ps``.
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["OPTIONS", "AgentConfig", "ConfigError", "Option", "load"]
+
+DEFAULT_CONFIG_FILE = Path("/etc/rciots/agent.toml")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; the message names the option and its source."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # in the file, and as --name-with-dashes on the command line
+    env: str
+    default: object
+    help: str
+    kind: type = str
+    secret: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "enroll_url",
+        "RCIOTS_ENROLL_URL",
+        None,
+        "the controller's enrollment endpoint, such as https://controller.example:8443",
+    ),
+    Option(
+        "token_file",
+        "RCIOTS_TOKEN_FILE",
+        None,
+        "a file holding the provisioning token (or set RCIOTS_TOKEN); needed until enrolled",
+    ),
+    Option(
+        "token",
+        "RCIOTS_TOKEN",
+        None,
+        "the provisioning token itself; environment only, never on the command line",
+        secret=True,
+    ),
+    Option("device_name", "RCIOTS_DEVICE_NAME", None, "the device's name (default: host name)"),
+    Option(
+        "ca_file",
+        "RCIOTS_CA_FILE",
+        None,
+        "PEM file of the CA to trust for enrollment (the controller's root.pem); default: the "
+        "system's trusted CAs",
+    ),
+    Option(
+        "state_dir",
+        "RCIOTS_STATE_DIR",
+        "/var/lib/rciots-agent",
+        "where the agent keeps its identity and last desired and applied state",
+    ),
+    Option(
+        "identity_secret",
+        "RCIOTS_IDENTITY_SECRET",
+        None,
+        "in a cluster: NAMESPACE/NAME of a Secret to keep the identity in, through kubectl",
+    ),
+    Option(
+        "applier",
+        "RCIOTS_APPLIER",
+        "directory",
+        "how manifests are applied: directory, podman, kubectl or oc",
+    ),
+    Option(
+        "output_dir",
+        "RCIOTS_OUTPUT_DIR",
+        None,
+        "the directory applier's folder (default: STATE-DIR/manifests)",
+    ),
+    Option("kubectl", "RCIOTS_KUBECTL", None, "the kubectl or oc executable (default: on PATH)"),
+    Option("podman", "RCIOTS_PODMAN", "podman", "the podman executable"),
+    Option(
+        "connector_url",
+        "RCIOTS_CONNECTOR_URL",
+        None,
+        "override the connector URL the controller gave at enrollment",
+    ),
+    Option(
+        "labels",
+        "RCIOTS_LABELS",
+        "",
+        "labels to ask for at enrollment, key=value separated by commas",
+    ),
+    Option(
+        "max_reconnect_delay",
+        "RCIOTS_MAX_RECONNECT_DELAY",
+        300.0,
+        "longest wait in seconds between connection attempts (exponential backoff, full jitter)",
+        kind=float,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    enroll_url: str | None = None
+    token: str | None = field(default=None, repr=False)
+    device_name: str = field(default_factory=socket.gethostname)
+    ca_file: Path | None = None
+    state_dir: Path = Path("/var/lib/rciots-agent")
+    identity_secret: str | None = None
+    applier: str = "directory"
+    output_dir: Path | None = None
+    kubectl: str | None = None
+    podman: str = "podman"
+    connector_url: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    max_reconnect_delay: float = 300.0
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.output_dir or self.state_dir / "manifests"
+
+
+_APPLIERS = ("directory", "podman", "kubectl", "oc")
+_PATHS = {"ca_file", "state_dir", "output_dir"}
+
+
+def load(
+    file: Path | None,
+    environ: Mapping[str, str],
+    command_line: Mapping[str, object],
+) -> AgentConfig:
+    """The configuration from a TOML ``file`` (None: the default file, if it exists), the
+    environment and the command line's options (name -> value; None values are unset)."""
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    path = file if file is not None else DEFAULT_CONFIG_FILE
+    if file is not None or path.exists():
+        for name, value in _read_file(path).items():
+            values[name], sources[name] = value, str(path)
+    for option in OPTIONS:
+        if option.env in environ and environ[option.env] != "":
+            values[option.name], sources[option.name] = environ[option.env], option.env
+    for name, value in command_line.items():
+        if value is not None:
+            values[name], sources[name] = value, f"--{name.replace('_', '-')}"
+    return _build(values, sources)
+
+
+def _read_file(path: Path) -> dict[str, object]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    known = {option.name for option in OPTIONS}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    if "token" in data:
+        raise ConfigError(
+            f"{path}: write the token into a file of its own and name it with token_file, so "
+            "that the configuration can be shown without the secret"
+        )
+    return dict(data)
+
+
+def _build(values: dict[str, object], sources: Mapping[str, str]) -> AgentConfig:
+    def where(name: str) -> str:
+        return f"{name} (from {sources.get(name, 'the default')})"
+
+    settings: dict[str, Any] = {}
+    for option in OPTIONS:
+        if option.name in ("token", "token_file") or option.name not in values:
+            continue
+        value = values[option.name]
+        if option.name == "labels":
+            settings["labels"] = _labels(value, where("labels"))
+        elif option.kind is float:
+            try:
+                settings[option.name] = float(str(value))
+            except ValueError:
+                raise ConfigError(f"{where(option.name)}: not a number: {value!r}") from None
+            if settings[option.name] <= 0:
+                raise ConfigError(f"{where(option.name)}: must be more than 0")
+        elif option.name in _PATHS:
+            settings[option.name] = Path(str(value))
+        else:
+            settings[option.name] = str(value)
+    if settings.get("applier", "directory") not in _APPLIERS:
+        raise ConfigError(f"{where('applier')}: must be one of {', '.join(_APPLIERS)}")
+    token = values.get("token")
+    token_file = values.get("token_file")
+    if token_file is not None and token is None:
+        try:
+            token = Path(str(token_file)).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{where('token_file')}: cannot read it: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"{where('token_file')}: the file is empty")
+    settings["token"] = str(token) if token else None
+    known = {f.name for f in fields(AgentConfig)}
+    return AgentConfig(**{k: v for k, v in settings.items() if k in known})
+
+
+def _labels(value: object, where: str) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    labels: dict[str, str] = {}
+    for item in str(value).split(","):
+        if not item.strip():
+            continue
+        key, equals, label = item.strip().partition("=")
+        if not equals or not key:
+            raise ConfigError(f"{where}: {item!r} is not key=value")
+        labels[key] = label
+    return labels

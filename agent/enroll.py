@@ -1,0 +1,188 @@
+"""Enrollment, the agent's side: make a key, send a CSR with the provisioning token, wait while
+the enrollment is pending, keep the identity that comes back.
+
+Position in the flow: ``rciots-agent`` start -> **enroll** (only when the identity store has no
+identity) -> state (identity) -> connection loop. The private key is made here and never leaves
+the device; while an enrollment is pending the same key (kept as ``pending-key.pem``) is sent
+again with each poll, so that the approval, which is for that key, applies. HTTP with the
+standard library (``urllib``): the agent needs no HTTP client package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from rciots.agent import __version__
+from rciots.agent.state import Identity, IdentityStore
+
+__all__ = [
+    "EnrollError",
+    "Pending",
+    "enroll",
+    "make_csr",
+    "new_key_pem",
+    "trust_context",
+]
+
+log = logging.getLogger(__name__)
+
+PATH = "/v1/enroll"
+_TIMEOUT = 30.0
+
+
+class EnrollError(Exception):
+    """Enrollment failed in a way that waiting will not mend (a refused token, a conflict);
+    ``status`` is the HTTP status, 0 when the controller could not be reached."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in (0, 429, 500, 502, 503, 504)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The enrollment waits for approval; ask again after ``retry_after`` seconds."""
+
+    retry_after: float
+    message: str
+    key_fingerprint: str
+
+
+def new_key_pem() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def make_csr(key_pem: bytes, name: str) -> str:
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the device key must be an EC key")
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def trust_context(ca_file: Path | None = None, ca_pem: bytes | None = None) -> ssl.SSLContext:
+    """Server certificate checks against ``ca_file``/``ca_pem``, or the system's CAs."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    if ca_pem:
+        context.load_verify_locations(cadata=ca_pem.decode())
+    return context
+
+
+Post = Callable[[str, bytes, ssl.SSLContext], tuple[int, Mapping[str, str], bytes]]
+
+
+def _post(url: str, body: bytes, context: ssl.SSLContext) -> tuple[int, Mapping[str, str], bytes]:
+    if not url.startswith("https://"):
+        raise EnrollError(0, f"the enrollment URL must start with https://, not {url!r}")
+    request = urllib.request.Request(  # noqa: S310 -- https only, checked above
+        url,
+        data=body,
+        headers={"Content-Type": "application/json", "User-Agent": f"rciots-agent/{__version__}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT, context=context) as answer:  # noqa: S310
+            return answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise EnrollError(0, f"cannot reach {url}: {reason}") from None
+
+
+def enroll(
+    store: IdentityStore,
+    enroll_url: str,
+    token: str,
+    name: str,
+    context: ssl.SSLContext,
+    labels: Mapping[str, str] | None = None,
+    post: Post = _post,
+) -> Identity | Pending:
+    """One enrollment request; the identity (also saved in ``store``) or Pending. EnrollError
+    for a refusal, saying why (the controller's words)."""
+    key_pem = store.load_pending_key()
+    if key_pem is None:
+        key_pem = new_key_pem()
+        store.save_pending_key(key_pem)
+    body = {
+        "token": token,
+        "name": name,
+        "csr": make_csr(key_pem, name),
+        "labels": dict(labels or {}),
+        "system": {
+            "agentVersion": __version__,
+            "os": platform.system().lower(),
+            "arch": platform.machine(),
+        },
+    }
+    url = enroll_url.rstrip("/") + PATH
+    status, headers, raw = post(url, json.dumps(body).encode(), context)
+    answer = _json(raw)
+    retry_after = _retry_after(headers)
+    if status == 202:
+        return Pending(
+            retry_after or 30.0,
+            str(answer.get("message", "waiting for approval")),
+            str(answer.get("keyFingerprint", "")),
+        )
+    if status != 200:
+        why = answer.get("error") or raw[:200].decode(errors="replace")
+        raise EnrollError(status, f"enrollment refused ({status}): {why}", retry_after)
+    try:
+        identity = Identity(
+            device_id=str(answer["deviceId"]),
+            tenant=str(answer["tenant"]),
+            name=str(answer["name"]),
+            connector_url=str(answer["connectorUrl"]),
+            device_token=str(answer["deviceToken"]),
+            key_pem=key_pem,
+            certificate_pem=str(answer["certificateChain"]).encode(),
+            ca_pem=str(answer["caBundle"]).encode(),
+        )
+    except KeyError as missing:
+        raise EnrollError(status, f"the controller's answer lacks {missing}") from None
+    store.save(identity)
+    return identity
+
+
+def _json(raw: bytes) -> dict[str, object]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            try:
+                return max(1.0, float(value))
+            except ValueError:
+                return None
+    return None

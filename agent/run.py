@@ -1,0 +1,331 @@
+"""The agent at work: enroll once, then stay connected, apply what arrives, report.
+
+Position in the flow: ``rciots-agent`` -> **run** -> enroll (``enroll``) -> identity (``state``)
+-> WebSocket over mutual TLS -> ``protocol.AgentSession`` -> applier -> ``applied``. This is the
+thin asyncio layer around the protocol session: feed each received text in, send what the
+session queues, handle each event.
+
+- Enrollment waits while pending (the controller's Retry-After), and backs off on errors.
+- A restart neither enrolls again (the identity is kept) nor applies again (the last applied
+  bundle is kept, and its digest goes in the hello, so the connector sends nothing new).
+- Applies run one at a time in a worker thread; when several desired states arrive during an
+  apply, only the newest is applied next (the protocol allows answering only that one).
+- While disconnected nothing is undone: what was applied keeps running. Reconnects wait with
+  capped exponential backoff and full jitter, reset after a session that lasted.
+- The certificate is renewed when the connector asks: a new key and CSR; the key replaces the
+  old one only together with the certificate that arrives for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from dataclasses import replace
+from pathlib import Path
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
+from rciots.agent import __version__, applier, enroll, protocol
+from rciots.agent.atomicfile import write_atomically
+from rciots.agent.backoff import Backoff
+from rciots.agent.bundle import ApplyResult, Bundle
+from rciots.agent.config import AgentConfig
+from rciots.agent.state import DirectoryIdentity, Identity, IdentityStore, SecretIdentity, StateDir
+
+__all__ = ["Agent", "identity_store"]
+
+log = logging.getLogger(__name__)
+
+_LASTED = 60.0  # a session this long resets the reconnect backoff
+_OPEN_TIMEOUT = 20.0
+# close codes after which waiting cannot help quickly: wait the longest
+_REFUSED = {protocol.CloseCode.UNAUTHORIZED, protocol.CloseCode.FORBIDDEN}
+
+
+class Agent:
+    """``await Agent(config).run(stop)``: runs until ``stop`` is set."""
+
+    def __init__(self, config: AgentConfig, store: IdentityStore | None = None) -> None:
+        self.config = config
+        self.store = store or identity_store(config)
+        self.state = StateDir(config.state_dir)
+        self.applier = _applier(config)
+        self.identity: Identity | None = None
+        self.session: protocol.AgentSession | None = None
+        self.applied: tuple[Bundle, ApplyResult] | None = self.state.load_applied()
+        self.inventory = self.state.load_inventory()
+        self._latest: tuple[int, Bundle] | None = None  # desired, not yet applied
+        self._wake = asyncio.Event()
+        self._renewal_key: bytes | None = None
+
+    # -- enrollment -------------------------------------------------------------------------
+
+    async def enrolled(self, stop: asyncio.Event) -> Identity | None:
+        """The identity: the stored one, or a new one from enrollment (None when stopped)."""
+        identity = await asyncio.to_thread(self.store.load)
+        if identity is not None:
+            return identity
+        config = self.config
+        if not config.enroll_url or not config.token:
+            raise enroll.EnrollError(
+                0, "not enrolled yet, and no enroll_url and token to enroll with are configured"
+            )
+        context = enroll.trust_context(config.ca_file)
+        backoff = _backoff(config)
+        while not stop.is_set():
+            try:
+                answer = await asyncio.to_thread(
+                    enroll.enroll,
+                    self.store,
+                    config.enroll_url,
+                    config.token,
+                    config.device_name,
+                    context,
+                    config.labels,
+                )
+            except enroll.EnrollError as error:
+                if not error.retryable:
+                    raise
+                wait = error.retry_after or backoff.next()
+                log.warning("%s; trying again in %.0f s", error, wait)
+            else:
+                if isinstance(answer, Identity):
+                    log.info("enrolled as %s in %s", answer.device_id, answer.tenant)
+                    return answer
+                wait = answer.retry_after
+                log.info(
+                    "%s (key %s); asking again in %.0f s",
+                    answer.message,
+                    answer.key_fingerprint[:19],
+                    wait,
+                )
+            await _sleep(stop, wait)
+        return None
+
+    # -- the connection loop --------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        identity = await self.enrolled(stop)
+        if identity is None:
+            return
+        self.identity = identity
+        worker = asyncio.create_task(self._apply_worker(stop), name="apply")
+        backoff = _backoff(self.config)
+        try:
+            while not stop.is_set():
+                started = asyncio.get_running_loop().time()
+                code = await self._connect_once(stop)
+                if stop.is_set():
+                    break
+                if asyncio.get_running_loop().time() - started > _LASTED:
+                    backoff.reset()
+                wait = self.config.max_reconnect_delay if code in _REFUSED else backoff.next()
+                log.info("reconnecting in %.1f s", wait)
+                await _sleep(stop, wait)
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    async def _connect_once(self, stop: asyncio.Event) -> int | None:
+        """One session, until it ends; its close code (None: it never opened)."""
+        assert self.identity is not None
+        identity = self.identity
+        url = self.config.connector_url or identity.connector_url
+        try:
+            context = self._tls_context(identity)
+            async with connect(
+                url,
+                ssl=context,
+                open_timeout=_OPEN_TIMEOUT,
+                max_size=protocol.DEFAULT_MAX_MESSAGE_BYTES,
+                user_agent_header=f"rciots-agent/{__version__}",
+            ) as connection:
+                return await self._session(connection, identity, stop)
+        except InvalidStatus as refused:
+            log.warning(
+                "the connector refused the connection: HTTP %d %s",
+                refused.response.status_code,
+                refused.response.body.decode(errors="replace").strip()
+                if refused.response.body
+                else "",
+            )
+            return protocol.CloseCode.FORBIDDEN
+        except (OSError, InvalidURI, TimeoutError, ssl.SSLError, ConnectionClosed) as exc:
+            log.warning("cannot connect to %s: %s", url, exc)
+            return None
+
+    async def _session(
+        self, connection: ClientConnection, identity: Identity, stop: asyncio.Event
+    ) -> int | None:
+        base = self.applied[0] if self.applied and self.applied[1].ok else None
+        session = protocol.AgentSession(
+            identity.device_id, identity.device_token, __version__, base
+        )
+        self.session = session
+        status: asyncio.Task[None] | None = None
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            session.hello()
+            await self._flush(connection)
+            while session.closed is None:
+                receiving = asyncio.create_task(connection.recv())
+                done, _ = await asyncio.wait(
+                    {receiving, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stopping in done:
+                    receiving.cancel()
+                    session.close(protocol.CloseCode.NORMAL, "the agent stops")
+                    await self._flush(connection)
+                    break
+                events = session.receive(receiving.result())
+                await self._flush(connection)
+                for event in events:
+                    if isinstance(event, protocol.Welcomed):
+                        log.info(
+                            "connected to %s", connection.request.path if connection.request else ""
+                        )
+                        status = asyncio.create_task(
+                            self._report_status(connection, event.settings.status_interval)
+                        )
+                    elif isinstance(event, protocol.DesiredReceived):
+                        await asyncio.to_thread(self.state.save_desired, event.bundle)
+                        log.info(
+                            "desired %s (%s, generation %d%s)",
+                            event.bundle.digest[:19],
+                            event.bundle.revision[:12],
+                            event.generation,
+                            ", delta" if event.delta else "",
+                        )
+                        self._latest = (event.generation, event.bundle)
+                        self._wake.set()
+                    elif isinstance(event, protocol.RenewRequested):
+                        self._renewal_key = enroll.new_key_pem()
+                        session.renew(enroll.make_csr(self._renewal_key, identity.name))
+                    elif isinstance(event, protocol.CertificateReceived):
+                        await self._renewed(event)
+                    elif isinstance(event, protocol.Closing):
+                        log.info("session closed: %d %s", event.code, event.reason)
+                await self._flush(connection)
+            closed = session.closed
+            return closed.code if closed else None
+        except ConnectionClosed as closed_by_peer:
+            received = closed_by_peer.rcvd
+            log.info("disconnected: %s", received or closed_by_peer)
+            return received.code if received else None
+        finally:
+            self.session = None
+            stopping.cancel()
+            if status is not None:
+                status.cancel()
+
+    async def _flush(self, connection: ClientConnection) -> None:
+        session = self.session
+        if session is None:
+            return
+        for text in session.outgoing():
+            await connection.send(text)
+        if session.closed is not None:
+            await connection.close(session.closed.code, session.closed.reason)
+
+    async def _report_status(self, connection: ClientConnection, interval: int) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.sleep(interval)
+                if self.session is None:
+                    return
+                self.session.status(summary={"resources": len(self.inventory)})
+                await self._flush(connection)
+
+    async def _renewed(self, event: protocol.CertificateReceived) -> None:
+        assert self.identity is not None
+        if self._renewal_key is None:
+            log.warning("a certificate arrived that was not asked for; ignored")
+            return
+        renewed = replace(
+            self.identity,
+            key_pem=self._renewal_key,
+            certificate_pem=event.certificate_chain.encode(),
+            ca_pem=event.ca_bundle.encode(),
+        )
+        # key and certificate are replaced together: the store writes the identity at once
+        await asyncio.to_thread(self.store.save, renewed)
+        self.identity, self._renewal_key = renewed, None
+        log.info("certificate renewed")
+
+    # -- applying ----------------------------------------------------------------------------
+
+    async def _apply_worker(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            latest, self._latest = self._latest, None
+            if latest is None:
+                continue
+            generation, bundle = latest
+            result = await asyncio.to_thread(self.applier.apply, bundle, self.inventory)
+            self.inventory = applier.inventory_after(self.inventory, result)
+            await asyncio.to_thread(self._record, bundle, result)
+            log.info(
+                "applied %s: %s",
+                bundle.digest[:19],
+                "ok" if result.ok else f"failed ({result.error or 'see resources'})",
+            )
+            # when a newer desired waits, its applied answers this one too
+            if self.session is not None and self._latest is None:
+                self.session.applied(generation, result)
+
+    def _record(self, bundle: Bundle, result: ApplyResult) -> None:
+        self.state.save_inventory(self.inventory)
+        if result.ok or self.applied is None:
+            self.state.save_applied(bundle, result)
+            self.applied = (bundle, result)
+
+    # -- TLS ---------------------------------------------------------------------------------
+
+    def _tls_context(self, identity: Identity) -> ssl.SSLContext:
+        certificate, key = self._tls_files(identity)
+        context = ssl.create_default_context(cadata=identity.ca_pem.decode())
+        context.load_cert_chain(certificate, key)
+        return context
+
+    def _tls_files(self, identity: Identity) -> tuple[Path, Path]:
+        if isinstance(self.store, DirectoryIdentity):
+            return self.store.folder / "certificate.pem", self.store.folder / "key.pem"
+        folder = self.config.state_dir / "tls"  # the identity lives in a Secret
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomically(folder / "certificate.pem", identity.certificate_pem, 0o600)
+        write_atomically(folder / "key.pem", identity.key_pem, 0o600)
+        return folder / "certificate.pem", folder / "key.pem"
+
+
+def _applier(config: AgentConfig) -> applier.Applier:
+    if config.applier == "directory":
+        return applier.create("directory", root=config.manifests_dir)
+    if config.applier == "podman":
+        return applier.create("podman", root=config.state_dir / "podman", executable=config.podman)
+    return applier.create(config.applier, executable=config.kubectl)
+
+
+def identity_store(config: AgentConfig) -> IdentityStore:
+    if config.identity_secret:
+        namespace, _, name = config.identity_secret.partition("/")
+        if not name:
+            raise ValueError(
+                f"identity_secret must be NAMESPACE/NAME, not {config.identity_secret!r}"
+            )
+        return SecretIdentity(config.kubectl or "kubectl", namespace, name)
+    return DirectoryIdentity(config.state_dir / "identity")
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def _backoff(config: AgentConfig) -> Backoff:
+    cap = config.max_reconnect_delay
+    return Backoff(base=min(1.0, cap), cap=cap)

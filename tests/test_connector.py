@@ -1,0 +1,374 @@
+"""The connector and the agent together, in one event loop, over real mutual TLS on loopback:
+a controller on a real Git repo, agents with the directory applier.
+
+Enroll -> connected -> applied -> status on the status branch; a template commit is applied
+again (a delta); a removed resource is pruned; a device disabled in Git is disconnected and
+refused; an agent restart neither enrolls nor applies again; a controller restart makes agents
+reconnect and resync; another CA, an expired certificate, another device's token are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import shutil
+import ssl
+import tempfile
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
+
+from rciots.agent import config, protocol, run
+from rciots.agent.state import DirectoryIdentity
+from rciots.controller import ca, castore, connector, ratelimit, service
+from tests import aio, gitserver
+from tests.cryptohelp import csr_pem, ec_key
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "fleet-repo-example"
+WAREHOUSE = "rciots-pt-OaGmPNNo7h0cVwjIvurOdVdIHBCZRVnJKMlguG3KB3U"  # auto, acme-sensors
+OPEN = ratelimit.ClientLimits(rate=1000, burst=1000, failure_rate=1000, failure_burst=1000)
+TENANT = "tenants/acme-sensors"
+SMALL_TEMPLATE = f"{TENANT}/templates/mqtt-edge-small"
+DEVICE_DIR = f"{TENANT}/devices"
+
+
+def controller_settings(remote: gitserver.Remote, state: Path) -> service.Settings:
+    return service.Settings(
+        source=remote.bare.as_uri(),
+        state_dir=state,
+        poll_interval=0.2,
+        status_window=0.1,
+        enrollment=service.EnrollmentSettings(listen=("127.0.0.1", 0), limits=OPEN),
+        agents=connector.ConnectorSettings(listen=("127.0.0.1", 0), status_interval=1),
+    )
+
+
+@contextlib.asynccontextmanager
+async def controller(settings: service.Settings) -> AsyncIterator[service.Controller]:
+    running = service.Controller(settings)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+class RunningAgent:
+    """An Agent in a task of the test's loop, stoppable and restartable."""
+
+    def __init__(self, home: Path, running: service.Controller, name: str) -> None:
+        self.home = home
+        self.name = name
+        self.config = agent_config(home, running, name)
+        self.agent = run.Agent(self.config)
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.stop = asyncio.Event()
+        self.agent = run.Agent(self.config)
+        self.task = asyncio.create_task(self.agent.run(self.stop))
+
+    async def halt(self) -> None:
+        self.stop.set()
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 10)
+
+    @property
+    def manifests(self) -> Path:
+        return self.config.manifests_dir
+
+
+def agent_config(home: Path, running: service.Controller, name: str) -> config.AgentConfig:
+    ca_file = running.settings.state_dir / "ca" / "root.pem"
+    return config.AgentConfig(
+        enroll_url=f"https://127.0.0.1:{running.enrollment_port}",
+        token=WAREHOUSE,
+        device_name=name,
+        ca_file=ca_file,
+        state_dir=home,
+        applier="directory",
+        connector_url=f"wss://127.0.0.1:{running.connector.port}{connector.PATH}"
+        if running.connector
+        else None,
+        max_reconnect_delay=0.5,
+    )
+
+
+def applied_digest(running: service.Controller, key: tuple[str, str]) -> str | None:
+    seen = running.observed.get(key)
+    return seen.applied_digest if seen else None
+
+
+async def changed_and_in_sync(running: service.Controller, key: tuple[str, str]) -> None:
+    before = running.reconciler.table[key].digest
+
+    def changed() -> bool:
+        """a new commit changed the device's desired digest"""
+        return running.reconciler.table[key].digest != before
+
+    await aio.eventually(changed, within=10)
+    await in_sync(running, key)
+
+
+async def in_sync(running: service.Controller, key: tuple[str, str], within: float = 10) -> None:
+    def check() -> bool:
+        """the device reported the desired digest applied"""
+        state = running.reconciler.table.get(key)
+        return (
+            state is not None
+            and state.digest != ""
+            and applied_digest(running, key) == (state.digest)
+        )
+
+    await aio.eventually(check, within=within)
+
+
+def resources_of(agent: RunningAgent) -> list[str]:
+    return sorted(p.name for p in (agent.manifests / "current" / "resources").iterdir())
+
+
+def bundle_of(agent: RunningAgent) -> str:
+    return (agent.manifests / "current" / "bundle.yaml").read_text()
+
+
+def run_test(
+    tmp_path: Path, body: Callable[[gitserver.Remote, Path], Coroutine[Any, Any, None]]
+) -> None:
+    remote = gitserver.make_remote(tmp_path / "fleet.git", source=EXAMPLE)
+    aio.run(body(remote, tmp_path), timeout=90)
+
+
+def test_enroll_apply_update_prune_and_status(tmp_path: Path) -> None:
+    async def body(remote: gitserver.Remote, tmp: Path) -> None:
+        async with controller(controller_settings(remote, tmp / "state")) as running:
+            agent = RunningAgent(tmp / "agent", running, "wh-01")
+            agent.start()
+            key = ("acme-sensors", "wh-01")
+            await in_sync(running, key)
+            assert running.observed[key].connected
+            assert any("_Deployment_" in name for name in resources_of(agent))
+            # a template commit reaches the device as a delta and is applied
+            kustomization = (remote.work / SMALL_TEMPLATE / "kustomization.yaml").read_text()
+            remote.commit(
+                {
+                    f"{SMALL_TEMPLATE}/kustomization.yaml": kustomization
+                    + "commonAnnotations:\n  rollout: second\n"
+                },
+                "annotate the small template",
+            )
+            await changed_and_in_sync(running, key)
+            assert "rollout: second" in bundle_of(agent)
+            assert running.status is not None
+            await running.status.flush()
+            status = gitserver.run_git(
+                remote.bare, "show", "rciots/status:status/acme-sensors/wh-01.yaml"
+            )
+            assert "result: Applied" in status
+            assert "connected: true" in status
+            await agent.halt()
+
+    run_test(tmp_path, body)
+
+
+DELETE_SERVICE = """\
+  - patch: |-
+      apiVersion: v1
+      kind: Service
+      metadata:
+        name: mqtt-broker
+      $patch: delete
+"""
+
+
+def test_prune_restart_without_reenrolling_and_disable(tmp_path: Path) -> None:
+    async def body(remote: gitserver.Remote, tmp: Path) -> None:
+        async with controller(controller_settings(remote, tmp / "state")) as running:
+            key = ("acme-sensors", "wh-02")
+            agent = RunningAgent(tmp / "agent", running, "wh-02")
+            agent.start()
+            await in_sync(running, key)
+            assert "core_Service_" in " ".join(resources_of(agent))
+            # a resource that leaves the desired set is pruned
+            kustomization = (remote.work / SMALL_TEMPLATE / "kustomization.yaml").read_text()
+            remote.commit(
+                {f"{SMALL_TEMPLATE}/kustomization.yaml": kustomization + DELETE_SERVICE},
+                "no Service on podman hosts",
+            )
+            await changed_and_in_sync(running, key)
+            assert "core_Service_" not in " ".join(resources_of(agent))
+            # a restart neither enrolls again nor applies again
+            device_id = running.reconciler.enrollments[key].device_id
+            applied_folder = (agent.manifests / "current").resolve()
+            await agent.halt()
+            await aio.eventually(lambda: not running.observed[key].connected)
+            agent.start()
+            await aio.eventually(lambda: running.observed[key].connected)
+            await in_sync(running, key)
+            assert running.registry is not None
+            assert [r.device_id for r in running.registry.registrations()] == [device_id]
+            assert (agent.manifests / "current").resolve() == applied_folder
+            # disabled in Git: disconnected within the pass, and refused when it comes back
+            remote.commit(
+                {
+                    f"{DEVICE_DIR}/wh-02/device.yaml": (
+                        "apiVersion: rciots.io/v1\nkind: Device\nmetadata:\n  name: wh-02\n"
+                        "spec:\n  enabled: false\n"
+                    )
+                },
+                "disable wh-02",
+            )
+
+            def disconnected() -> bool:
+                """the disabled device's session is closed"""
+                return not running.observed[key].connected and device_id not in (
+                    running.connector.sessions if running.connector else {}
+                )
+
+            await aio.eventually(disconnected, within=10)
+            await asyncio.sleep(1.0)  # it tries again (backoff 0.5 s): refused each time
+            assert not running.observed[key].connected
+            await agent.halt()
+
+    run_test(tmp_path, body)
+
+
+def test_a_controller_restart_brings_agents_back_in_sync(tmp_path: Path) -> None:
+    async def body(remote: gitserver.Remote, tmp: Path) -> None:
+        settings = controller_settings(remote, tmp / "state")
+        fixed = dataclasses.replace(
+            settings,
+            enrollment=dataclasses.replace(
+                settings.enrollment, listen=("127.0.0.1", gitserver.free_port())
+            ),
+            agents=dataclasses.replace(
+                settings.agents, listen=("127.0.0.1", gitserver.free_port())
+            ),
+        )
+        key = ("acme-sensors", "wh-03")
+        async with controller(fixed) as running:
+            agent = RunningAgent(tmp / "agent", running, "wh-03")
+            agent.start()
+            await in_sync(running, key)
+        # the controller is down: the agent keeps what it applied and retries
+        kustomization = (remote.work / SMALL_TEMPLATE / "kustomization.yaml").read_text()
+        remote.commit(
+            {f"{SMALL_TEMPLATE}/kustomization.yaml": kustomization + "nameSuffix: -v3\n"},
+            "rename while the controller is down",
+        )
+        async with controller(fixed) as running:
+            await in_sync(running, key, within=15)
+            assert "-v3" in bundle_of(agent)
+        await agent.halt()
+
+    run_test(tmp_path, body)
+
+
+def test_strangers_are_refused(tmp_path: Path) -> None:
+    """Another CA's certificate, an expired one of ours, and another device's token."""
+
+    async def body(remote: gitserver.Remote, tmp: Path) -> None:
+        async with controller(controller_settings(remote, tmp / "state")) as running:
+            assert running.connector is not None
+            assert running.authority is not None
+            url = f"wss://127.0.0.1:{running.connector.port}{connector.PATH}"
+            agents = [RunningAgent(tmp / n, running, n) for n in ("wh-04", "wh-05")]
+            for agent in agents:
+                agent.start()
+            for agent in agents:
+                await in_sync(running, ("acme-sensors", agent.name))
+            mine = DirectoryIdentity(tmp / "wh-04" / "identity").load()
+            other = DirectoryIdentity(tmp / "wh-05" / "identity").load()
+            assert mine is not None
+            assert other is not None
+            root = running.authority.ca_bundle_pem().decode()
+
+            # another CA: the TLS handshake fails
+            stranger = castore.load_or_create(tmp / "other-ca", ["localhost"], datetime.now(UTC))
+            issued = ca.issue_device_certificate(
+                stranger,
+                ca.check_csr(csr_pem(key := ec_key())),
+                "acme-sensors",
+                mine.device_id,
+                datetime.now(UTC),
+            )
+            with pytest.raises((ssl.SSLError, ConnectionClosed, OSError, InvalidMessage)):
+                await hello_with(
+                    url, root, issued.chain_pem, key, mine.device_id, mine.device_token
+                )
+
+            # our CA, but expired: the TLS handshake fails too
+            expired = ca.issue_device_certificate(
+                running.authority,
+                ca.check_csr(csr_pem(key := ec_key())),
+                "acme-sensors",
+                mine.device_id,
+                datetime.now(UTC) - timedelta(days=100),
+                timedelta(days=1),
+            )
+            with pytest.raises((ssl.SSLError, ConnectionClosed, OSError, InvalidMessage)):
+                await hello_with(
+                    url, root, expired.chain_pem, key, mine.device_id, mine.device_token
+                )
+
+            # our certificate, another device's token: 4401 after hello
+            code = await hello_with(
+                url, root, mine.certificate_pem, mine.key_pem, mine.device_id, other.device_token
+            )
+            assert code == protocol.CloseCode.UNAUTHORIZED
+            # a certificate of ours that is not the registered one: 403 before the upgrade
+            unregistered = ca.issue_device_certificate(
+                running.authority,
+                ca.check_csr(csr_pem(key := ec_key())),
+                "acme-sensors",
+                "no-such-device",
+                datetime.now(UTC),
+            )
+            with pytest.raises(InvalidStatus) as refused:
+                await hello_with(
+                    url, root, unregistered.chain_pem, key, "no-such-device", mine.device_token
+                )
+            assert refused.value.response.status_code == 403
+            for agent in agents:
+                await agent.halt()
+
+    run_test(tmp_path, body)
+
+
+async def hello_with(
+    url: str, root: str, chain: bytes, key: object, device_id: str, token: str
+) -> int | None:
+    """Connect with ``chain`` and ``key``, say hello with ``token``; the close code."""
+    folder = Path(tempfile.mkdtemp(prefix="rciots-client-"))
+    try:
+        key_pem = (
+            key
+            if isinstance(key, bytes)
+            else key.private_bytes(  # type: ignore[attr-defined]
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        (folder / "chain.pem").write_bytes(chain)
+        (folder / "key.pem").write_bytes(key_pem)
+        context = ssl.create_default_context(cadata=root)
+        context.load_cert_chain(folder / "chain.pem", folder / "key.pem")
+        async with connect(url, ssl=context, open_timeout=10) as connection:
+            session = protocol.AgentSession(device_id, token, "test", None)
+            session.hello()
+            for text in session.outgoing():
+                await connection.send(text)
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    session.receive(await connection.recv())
+            return connection.close_code
+    finally:
+        shutil.rmtree(folder)
