@@ -32,7 +32,7 @@ from rciots.controller import (
 )
 
 if TYPE_CHECKING:
-    from rciots.controller import service
+    from rciots.controller import connector, service
 
 __all__ = ["register", "run"]
 
@@ -137,7 +137,7 @@ def register(commands: Any) -> None:
         "--connector-url",
         metavar="URL",
         help="the connector URL enrolled devices are told "
-        "(default wss://FIRST-SERVER-NAME:8444/v1/connect)",
+        "(default wss://FIRST-SERVER-NAME:PORT/v1/connect, PORT that of --connect-listen)",
     )
     enroll.add_argument(
         "--ca-dir",
@@ -181,6 +181,23 @@ def register(commands: Any) -> None:
         default=ratelimit.ClientLimits.burst,
         metavar="N",
         help=f"requests a client may send at once (default {ratelimit.ClientLimits.burst:g})",
+    )
+    agents = parser.add_argument_group(
+        "agents", "the connector, where enrolled agents connect (docs/protocol.md)"
+    )
+    agents.add_argument(
+        "--connect-listen",
+        default="0.0.0.0:8444",  # devices must reach it; "off" turns it off
+        metavar="HOST:PORT",
+        help="where agents connect: WebSocket over mutual TLS at /v1/connect; 'off' for none "
+        "(default 0.0.0.0:8444)",
+    )
+    agents.add_argument(
+        "--agent-status-interval",
+        type=_positive_int,
+        default=30,
+        metavar="SECONDS",
+        help="how often connected agents send their status (default 30)",
     )
     parser.set_defaults(func=run)
 
@@ -228,6 +245,15 @@ def _listen(
     return host.strip("[]"), int(port)
 
 
+def _agents(args: argparse.Namespace) -> connector.ConnectorSettings:
+    from rciots.controller import connector
+
+    listen = None
+    if args.connect_listen != "off":
+        listen = _listen(args.connect_listen, "--connect-listen", "0.0.0.0:8444")
+    return connector.ConnectorSettings(listen=listen, status_interval=args.agent_status_interval)
+
+
 def _enrollment(args: argparse.Namespace) -> service.EnrollmentSettings:
     from rciots.controller import service
 
@@ -271,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
             webhook_secret=webhook_secret.encode() if webhook_secret else None,
             listen=_listen(args.listen) if webhook_secret else None,
             enrollment=_enrollment(args),
+            agents=_agents(args),
         )
         if args.worktree and not Path(args.source).is_dir():
             raise ValueError(f"--worktree needs a local directory, and {args.source} is none")
@@ -305,6 +332,12 @@ async def _serve(settings: service.Settings) -> None:
             settings.enrollment.listen[0],
             controller.enrollment_port,
             (settings.enrollment.ca_dir or settings.state_dir / "ca") / "root.pem",
+        )
+    if controller.connector is not None and settings.agents.listen is not None:
+        log.info(
+            "agents connect at wss://%s:%d/v1/connect",
+            settings.agents.listen[0],
+            controller.connector.port,
         )
     log.info("controller running on %s; stop with Ctrl-C", redaction.redact(settings.source))
     try:

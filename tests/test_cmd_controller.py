@@ -87,6 +87,8 @@ def test_the_process_runs_until_interrupted_and_writes_status(tmp_path: Path) ->
             "0.2",
             "--enroll-listen",
             f"127.0.0.1:{port}",
+            "--connect-listen",
+            "127.0.0.1:0",
         ],
         stderr=subprocess.PIPE,
         text=True,
