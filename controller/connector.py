@@ -115,7 +115,7 @@ class _Session:
         self.registration = registration
         self.certificate = certificate
         self.lock = asyncio.Lock()
-        self.renewing = False
+        self.renewal_asked = False  # once per session: the connection keeps its certificate
 
     @property
     def key(self) -> tuple[str, str]:
@@ -294,6 +294,7 @@ class Connector:
                     self.devices.applied(session.key, event.bundle, event.result)
                 elif isinstance(event, protocol.StatusReceived):
                     self.devices.seen(session.key)
+                    self._renew_if_due(session)  # sessions may outlast two thirds
                 elif isinstance(event, protocol.CsrReceived):
                     self._on_csr(session, event)
                 elif isinstance(event, protocol.Closing) and session.protocol.failure:
@@ -332,8 +333,7 @@ class Connector:
         )
         if desired is not None and desired.digest != session.protocol.target_digest:
             self._push(session, desired)
-        if self._due_for_renewal(session.certificate):
-            session.protocol.request_renewal()
+        self._renew_if_due(session)
         return True
 
     def _push(self, session: _Session, bundle: Bundle) -> None:
@@ -342,9 +342,14 @@ class Connector:
         except protocol.MessageTooLarge as exc:
             log.error("%s/%s: desired state not sent: %s", *session.key, exc)
 
-    def _due_for_renewal(self, certificate: x509.Certificate) -> bool:
+    def _renew_if_due(self, session: _Session) -> None:
+        if session.renewal_asked:
+            return
+        certificate = session.certificate
         start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
-        return self.clock() >= start + (end - start) * _RENEW_AFTER
+        if self.clock() >= start + (end - start) * _RENEW_AFTER:
+            session.renewal_asked = True
+            session.protocol.request_renewal()
 
     def _on_csr(self, session: _Session, event: protocol.CsrReceived) -> None:
         try:

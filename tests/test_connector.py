@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
@@ -372,3 +373,51 @@ async def hello_with(
             return connection.close_code
     finally:
         shutil.rmtree(folder)
+
+
+def test_a_certificate_past_two_thirds_of_its_life_is_renewed(tmp_path: Path) -> None:
+    """Device certificates of one minute, backdated five (as every certificate is, for slow
+    clocks): past two thirds at once, so the connector asks for a renewal on connect."""
+
+    async def body(remote: gitserver.Remote, tmp: Path) -> None:
+        settings = controller_settings(remote, tmp / "state")
+        short = dataclasses.replace(
+            settings,
+            enrollment=dataclasses.replace(
+                settings.enrollment, device_lifetime=timedelta(minutes=1)
+            ),
+        )
+        async with controller(short) as running:
+            assert running.registry is not None
+            key = ("acme-sensors", "wh-06")
+            agent = RunningAgent(tmp / "agent", running, "wh-06")
+            agent.start()
+            await in_sync(running, key)
+            store = DirectoryIdentity(tmp / "agent" / "identity")
+
+            def renewed() -> bool:
+                """the registry holds a second certificate, and the agent stored it"""
+                now = running.registry.by_name(*key) if running.registry else None
+                mine = store.load()
+                if now is None or now.previous_certificate_serial is None or mine is None:
+                    return False
+                leaf = x509.load_pem_x509_certificates(mine.certificate_pem)[0]
+                return format(leaf.serial_number, "x") == now.certificate_serial
+
+            await aio.eventually(renewed, within=10)
+            current = running.registry.by_name(*key)
+            mine = store.load()
+            assert current is not None
+            assert mine is not None
+            # a new key, made on the device, with the same identity
+            private = serialization.load_pem_private_key(mine.key_pem, password=None)
+            assert ca.key_fingerprint(private.public_key()) == current.key_fingerprint
+            assert current.certificate_serial != current.previous_certificate_serial
+            assert [r.device_id for r in running.registry.registrations()] == [mine.device_id]
+            # the agent reconnects with the new certificate and is let in
+            await agent.halt()
+            agent.start()
+            await aio.eventually(lambda: running.observed[key].connected, within=10)
+            await agent.halt()
+
+    run_test(tmp_path, body)
