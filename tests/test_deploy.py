@@ -1,0 +1,635 @@
+"""The deployment artifacts in deploy/, checked as far as this machine allows.
+
+No container engine builds images here, there is no Kubernetes or OpenShift API server and no
+`oc`: so the YAML is parsed with the project's strict reader; every Kustomize directory is
+built with the project's renderer (and compared byte for byte with `kubectl kustomize` where
+kubectl exists); the OpenShift Templates are processed by a small processor below that follows
+`oc process`'s rules; what the manifests start is checked against the
+configuration loader of `rciots-agent`.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rciots.agent import config, enroll, run
+from rciots.agent import state as agent_state
+from rciots.controller import ca, cmd_controller, yamlsafe
+from rciots.controller.render import Rendered, engine
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
+
+AGENT_TEMPLATE = DEPLOY / "openshift" / "agent-template.yaml"
+CLUSTER_ADMIN_TEMPLATE = DEPLOY / "openshift" / "agent-cluster-admin.yaml"
+
+TOKEN = "rciots-pt-Zm9yIHRoZSB0ZXN0cyBvbmx5LCBuZXZlciBhIHJlYWwgdG9rZW4"
+DEVICE = "plant-7-line-2"
+ENROLL_URL = "https://rciots-enroll.apps.example.com"
+AGENT_IMAGE = "registry.example.com/rciots/rciots-agent:0.1.0"
+CA_PEM = (
+    ca.create_authority(["rciots-enroll.apps.example.com"], datetime.now(UTC))
+    .ca_bundle_pem()
+    .decode()
+)
+TEMPLATE_VALUES = {
+    "TOKEN": TOKEN,
+    "DEVICE_NAME": DEVICE,
+    "ENROLL_URL": ENROLL_URL,
+    "CA_BUNDLE": CA_PEM,
+    "IMAGE": AGENT_IMAGE,
+}
+# what an operator adds beside deploy/microshift/kustomization.yaml
+MICROSHIFT_FILES = {"microshift/token": TOKEN, "microshift/root.pem": CA_PEM}
+
+# the environment variables that carry secrets, from the code: never a literal in a manifest
+SECRET_ENV = {o.env for o in config.OPTIONS if o.secret} | {
+    cmd_controller._PASSWORD_ENV,
+    cmd_controller._WEBHOOK_ENV,
+}
+
+Obj = dict[str, Any]
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def deploy_files() -> list[Path]:
+    return sorted(p for p in DEPLOY.rglob("*") if p.is_file())
+
+
+def yaml_files() -> list[Path]:
+    return [p for p in deploy_files() if p.suffix in (".yaml", ".yml")]
+
+
+def read_yaml(path: Path) -> list[Obj]:
+    """Every document of a file, read with the controller's strict reader."""
+    dialect = yamlsafe.KUSTOMIZATION if path.name == "kustomization.yaml" else yamlsafe.MANIFEST
+    documents = []
+    for node in yamlsafe.parse(path.read_bytes(), dialect=dialect):
+        data = yamlsafe.to_data(node)
+        assert isinstance(data, dict), f"{path}: a document that is not a mapping"
+        documents.append(data)
+    return documents
+
+
+def strings(value: object, where: str = "") -> Iterator[tuple[str, str]]:
+    """(path, text) of every string in a document, keys included."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{where}.{key}(key)", str(key)
+            yield from strings(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from strings(item, f"{where}[{index}]")
+
+
+def find(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
+    found = [
+        o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"{len(found)} objects of kind {kind} named {name}"
+    return found[0]
+
+
+# -- an OpenShift Template processor, after `oc process` --------------------------------------
+
+_STRING_PARAMETER = re.compile(r"\$\{([a-zA-Z0-9_]+?)\}")
+_NON_STRING_PARAMETER = re.compile(r"^\$\{\{([a-zA-Z0-9_]+)\}\}$")
+_ANY_PARAMETER = re.compile(r"\$\{\{?([a-zA-Z0-9_]+)\}?\}")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def process_template(template: Obj, given: Mapping[str, str]) -> list[Obj]:
+    """The objects of an OpenShift Template with its parameters substituted, as `oc process`
+    makes them (template.openshift.io/v1, library-go's template processing):
+
+    - a parameter's value is the one given, else its `value`; a required parameter without a
+      value is an error, and so is an unknown parameter given;
+    - generated parameters (`generate: expression`) are left to the caller: one without a
+      value is an error here;
+    - a string that is exactly `${{NAME}}` is replaced by the value read as JSON (a number,
+      a boolean, an object); `${NAME}` anywhere in a string is replaced by the value as text;
+      references to undeclared parameters stay as they are;
+    - a `metadata.namespace` written out (not a parameter reference) is dropped, as
+      `oc process` drops it; one that references a parameter stays.
+
+    The template's `labels` (none here) are not applied.
+    """
+    declared = {p["name"]: p for p in template.get("parameters", [])}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise TemplateError(f"unknown parameter name(s): {', '.join(unknown)}")
+    values: dict[str, str] = {}
+    for name, parameter in declared.items():
+        value = given.get(name, str(parameter.get("value", "")))
+        if value == "" and parameter.get("generate"):
+            raise TemplateError(f"parameter {name} is generated ({parameter.get('from')}): give it")
+        if value == "" and parameter.get("required"):
+            raise TemplateError(f"parameter {name} is required and must be specified")
+        values[name] = value
+
+    def substitute(item: object) -> object:
+        if isinstance(item, str):
+            exact = _NON_STRING_PARAMETER.match(item)
+            if exact and exact.group(1) in values:
+                try:
+                    return json.loads(values[exact.group(1)])
+                except ValueError:
+                    raise TemplateError(f"{item}: not a JSON value") from None
+            return _STRING_PARAMETER.sub(lambda m: values.get(m.group(1), m.group(0)), item)
+        if isinstance(item, dict):
+            return {substitute(k): substitute(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [substitute(v) for v in item]
+        return item
+
+    objects = []
+    for original in template.get("objects", []):
+        item = copy.deepcopy(original)
+        metadata = item.get("metadata", {})
+        if "namespace" in metadata and "${" not in str(metadata["namespace"]):
+            del metadata["namespace"]
+        made = substitute(item)
+        assert isinstance(made, dict)
+        objects.append(made)
+    return objects
+
+
+def agent_objects(**values: str) -> list[Obj]:
+    (template,) = read_yaml(AGENT_TEMPLATE)
+    return process_template(template, {**TEMPLATE_VALUES, **values})
+
+
+# -- the processor follows oc's rules ---------------------------------------------------------
+
+
+def test_processor_substitutes_as_oc_process_does() -> None:
+    template: Obj = {
+        "parameters": [
+            {"name": "A", "value": "one"},
+            {"name": "B", "required": True},
+            {"name": "N", "value": "3"},
+            {"name": "NS", "value": "edge"},
+        ],
+        "objects": [
+            {
+                "kind": "X",
+                "metadata": {"name": "${A}-${B}", "namespace": "fixed"},
+                "spec": {"replicas": "${{N}}", "text": "n=${{N}}", "other": "${NOPE}"},
+            },
+            {"kind": "Y", "metadata": {"name": "y", "namespace": "${NS}"}},
+        ],
+    }
+    first, second = process_template(template, {"B": "two"})
+    assert first["metadata"] == {"name": "one-two"}  # a written-out namespace is dropped
+    assert first["spec"] == {"replicas": 3, "text": "n=${{N}}", "other": "${NOPE}"}
+    assert second["metadata"] == {"name": "y", "namespace": "edge"}
+    with pytest.raises(TemplateError, match="B is required"):
+        process_template(template, {})
+    with pytest.raises(TemplateError, match="unknown parameter name"):
+        process_template(template, {"B": "x", "C": "y"})
+    generated: Obj = {"parameters": [{"name": "G", "generate": "expression", "from": "[a-z]{8}"}]}
+    with pytest.raises(TemplateError, match="G is generated"):
+        process_template(generated, {})
+
+
+# -- every YAML file ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", yaml_files(), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_every_yaml_file_parses_strictly(path: Path) -> None:
+    documents = read_yaml(path)
+    assert documents, f"{path}: no document"
+    for document in documents:
+        assert isinstance(document.get("apiVersion"), str)
+        assert isinstance(document.get("kind"), str)
+
+
+# -- the OpenShift Template of the agent ------------------------------------------------------
+
+
+def test_template_declares_every_parameter_it_uses_and_uses_every_one() -> None:
+    for path in (AGENT_TEMPLATE, CLUSTER_ADMIN_TEMPLATE):
+        (template,) = read_yaml(path)
+        used = {
+            m.group(1)
+            for _, text in strings([template["objects"], template.get("message", "")])
+            for m in _ANY_PARAMETER.finditer(text)
+        }
+        declared = {p["name"] for p in template["parameters"]}
+        assert used == declared, path
+
+
+def test_template_has_the_parameters_operators_pass() -> None:
+    (template,) = read_yaml(AGENT_TEMPLATE)
+    parameters = {p["name"]: p for p in template["parameters"]}
+    assert {"TOKEN", "DEVICE_NAME", "NAMESPACE", "IMAGE", "ENROLL_URL", "CA_BUNDLE"} <= set(
+        parameters
+    )
+    assert parameters["NAMESPACE"]["value"] == "rciots-agent"
+    assert parameters["APPLIER"]["value"] == "kubectl"
+    for name in ("TOKEN", "DEVICE_NAME", "ENROLL_URL", "CA_BUNDLE", "IMAGE"):
+        assert parameters[name]["required"] is True
+        assert "value" not in parameters[name]  # no default that pretends to work
+        with pytest.raises(TemplateError, match=f"{name} is required"):
+            process_template(template, {k: v for k, v in TEMPLATE_VALUES.items() if k != name})
+
+
+@pytest.mark.parametrize("namespace", ["rciots-agent", "edge-apps"])
+def test_processed_template_is_complete_valid_objects(namespace: str) -> None:
+    objects = agent_objects(NAMESPACE=namespace)
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects)
+    assert kinds == [
+        ("ConfigMap", "rciots-agent"),
+        ("ConfigMap", "rciots-agent-ca"),
+        ("Deployment", "rciots-agent"),
+        ("Role", "rciots-agent-apply"),
+        ("Role", "rciots-agent-identity"),
+        ("RoleBinding", "rciots-agent-apply"),
+        ("RoleBinding", "rciots-agent-identity"),
+        ("Secret", "rciots-agent-token"),
+        ("ServiceAccount", "rciots-agent"),
+    ]
+    for item in objects:
+        assert isinstance(item["apiVersion"], str)
+        assert item["apiVersion"]
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", item["metadata"]["name"])
+        assert item["metadata"]["namespace"] == namespace
+        unresolved = [(p, t) for p, t in strings(item) if "${" in t]
+        assert unresolved == [], item["kind"]
+    for binding in (o for o in objects if o["kind"] == "RoleBinding"):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "rciots-agent", "namespace": namespace}
+        ]
+    # the multi-line CA bundle arrives whole
+    assert find(objects, "ConfigMap", "rciots-agent-ca")["data"] == {"ca.crt": CA_PEM}
+
+
+def test_the_token_is_only_in_the_secret() -> None:
+    objects = agent_objects()
+    where = [
+        (o["kind"], o["metadata"]["name"], path)
+        for o in objects
+        for path, text in strings(o)
+        if TOKEN in text
+    ]
+    assert where == [("Secret", "rciots-agent-token", ".stringData.token")]
+    secret = find(objects, "Secret", "rciots-agent-token")
+    assert secret["type"] == "Opaque"
+
+
+def test_least_privilege_by_default_and_cluster_admin_only_by_opt_in() -> None:
+    objects = agent_objects()
+    assert not [o for o in objects if o["kind"].startswith("Cluster")]
+    assert "cluster-admin" not in json.dumps(objects)
+    identity = find(objects, "Role", "rciots-agent-identity")
+    assert identity["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["rciots-agent-identity"],
+            "verbs": ["get", "patch"],
+        },
+    ]
+    apply = find(objects, "Role", "rciots-agent-apply")
+    for rule in apply["rules"]:
+        if not any("/" in r for r in rule["resources"]):
+            # what the kubectl/oc applier runs: apply, label, prune (docs/appliers.md)
+            assert set(rule["verbs"]) == {"get", "list", "create", "patch", "delete"}
+    (opt_in,) = process_template(read_yaml(CLUSTER_ADMIN_TEMPLATE)[0], {"NAMESPACE": "edge"})
+    assert opt_in["kind"] == "ClusterRoleBinding"
+    assert opt_in["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "cluster-admin",
+    }
+    assert opt_in["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rciots-agent", "namespace": "edge"}
+    ]
+
+
+# -- what the agent's pod starts: the agent's own configuration loader -------------------------
+
+
+@dataclass
+class Pod:
+    environ: dict[str, str]
+    root: Path  # the container's files under this folder
+    mounts: dict[str, Obj]  # mount path -> volume
+
+
+def expand(text: str, environ: Mapping[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion of env values, args and commands ($$ escapes)."""
+    return re.sub(
+        r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+        lambda m: "$" if m.group(0) == "$$" else environ.get(m.group(1), m.group(0)),
+        text,
+    )
+
+
+def pod_of(objects: list[Obj], deployment: Obj, root: Path) -> Pod:
+    """The first container's environment and files, as the kubelet would make them from
+    ``objects`` (the ConfigMaps and Secrets beside the Deployment)."""
+    spec = deployment["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    namespace = deployment["metadata"]["namespace"]
+
+    def data_of(kind: str, name: str) -> dict[str, str] | None:
+        found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+        if not found:
+            return None
+        item = found[0]
+        if kind == "ConfigMap":
+            return dict(item.get("data", {}))
+        data = {k: base64.b64decode(v).decode() for k, v in item.get("data", {}).items()}
+        return {**data, **item.get("stringData", {})}
+
+    environ: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        environ.update(data_of("ConfigMap", source["configMapRef"]["name"]) or {})
+    for variable in container.get("env", []):
+        if "value" in variable:
+            environ[variable["name"]] = expand(variable["value"], environ)
+            continue
+        origin = variable["valueFrom"]
+        if "fieldRef" in origin:
+            assert origin["fieldRef"]["fieldPath"] == "metadata.namespace"
+            environ[variable["name"]] = namespace
+            continue
+        kind, reference = (
+            ("ConfigMap", origin["configMapKeyRef"])
+            if "configMapKeyRef" in origin
+            else ("Secret", origin["secretKeyRef"])
+        )
+        data = data_of(kind, reference["name"])
+        if data is None or reference["key"] not in data:
+            assert reference.get("optional") is True, f"{kind} {reference['name']} is missing"
+            continue
+        environ[variable["name"]] = data[reference["key"]]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    mounts: dict[str, Obj] = {}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        mounts[mount["mountPath"]] = volume
+        folder = root / mount["mountPath"].lstrip("/")
+        folder.mkdir(parents=True, exist_ok=True)
+        for kind, key in (("Secret", "secret"), ("ConfigMap", "configMap")):
+            if key in volume:
+                name = volume[key].get("secretName") or volume[key].get("name")
+                for file, content in (data_of(kind, name) or {}).items():
+                    (folder / file).write_text(content)
+    # paths of the container, as seen from here
+    for name, value in environ.items():
+        if any(value == m or value.startswith(m + "/") for m in mounts):
+            environ[name] = str(root / value.lstrip("/"))
+    return Pod(environ, root, mounts)
+
+
+def secret_data(item: Obj) -> Obj:
+    """A Secret as the API server keeps it: stringData folded into base64 data, without the
+    line breaks kustomize writes into long base64 values."""
+    made = copy.deepcopy(item)
+    strings_given = made.pop("stringData", {})
+    data = {k: "".join(v.split()) for k, v in made.get("data", {}).items()}
+    data.update({k: base64.b64encode(v.encode()).decode() for k, v in strings_given.items()})
+    made["data"] = data
+    return made
+
+
+def test_the_agent_pod_is_a_working_agent_configuration(tmp_path: Path) -> None:
+    objects = agent_objects()
+    deployment = find(objects, "Deployment")
+    pod = pod_of(objects, deployment, tmp_path)
+    known = {o.env for o in config.OPTIONS}
+    assert {n for n in pod.environ if n.startswith("RCIOTS_")} <= known
+    (tmp_path / "empty.toml").write_text("")
+    settings = config.load(tmp_path / "empty.toml", pod.environ, {})
+    assert settings.token == TOKEN
+    assert settings.device_name == DEVICE
+    assert settings.enroll_url == ENROLL_URL
+    assert settings.applier == "kubectl"
+    assert settings.kubectl == "kubectl"  # the identity Secret is kept with the same tool
+    assert settings.identity_secret == "rciots-agent/rciots-agent-identity"
+    assert settings.ca_file is not None
+    enroll.trust_context(settings.ca_file)  # the CA bundle loads
+    # the state directory and HOME (kubectl's cache) are the writable emptyDir
+    state = pod.mounts["/var/lib/rciots-agent"]
+    assert state == {"name": "state", "emptyDir": {}}
+    assert settings.state_dir == tmp_path / "var/lib/rciots-agent"
+    assert pod.environ["HOME"] == str(settings.state_dir)
+    store = run.identity_store(settings)
+    assert isinstance(store, agent_state.SecretIdentity)
+    identity_role = find(objects, "Role", "rciots-agent-identity")
+    assert [store.name] == identity_role["rules"][1]["resourceNames"]
+    assert store.namespace == deployment["metadata"]["namespace"]
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "rciots-agent"
+
+
+def test_the_oc_applier_is_a_parameter_away(tmp_path: Path) -> None:
+    objects = agent_objects(APPLIER="oc")
+    pod = pod_of(objects, find(objects, "Deployment"), tmp_path)
+    (tmp_path / "empty.toml").write_text("")
+    settings = config.load(tmp_path / "empty.toml", pod.environ, {})
+    assert (settings.applier, settings.kubectl) == ("oc", "oc")
+
+
+# -- Kustomize: our renderer, and kubectl kustomize where it exists --------------------------
+
+
+def kustomizations() -> list[str]:
+    entries = []
+    for path in sorted(DEPLOY.rglob("kustomization.yaml")):
+        (document,) = read_yaml(path)
+        if document["kind"] == "Kustomization":  # a Component is built by what includes it
+            entries.append(path.parent.relative_to(DEPLOY).as_posix())
+    return entries
+
+
+def test_the_kustomizations_are_the_expected_ones() -> None:
+    assert kustomizations() == [
+        "microshift/agent",
+        "microshift",
+    ]
+
+
+WITH_CLUSTER_ADMIN = "microshift+cluster-admin"
+
+
+def deploy_snapshot(variant: str) -> tuple[dict[str, bytes], str]:
+    """deploy/ as the renderer reads it, with the operator's files of the MicroShift overlay;
+    the variant WITH_CLUSTER_ADMIN has the overlay's component switched on."""
+    snapshot = {p.relative_to(DEPLOY).as_posix(): p.read_bytes() for p in deploy_files()}
+    snapshot.update({k: v.encode() for k, v in MICROSHIFT_FILES.items()})
+    if variant == WITH_CLUSTER_ADMIN:
+        text = snapshot["microshift/kustomization.yaml"].decode()
+        switched = text.replace(
+            "# components:\n# - cluster-admin\n", "components:\n- cluster-admin\n"
+        )
+        assert switched != text
+        snapshot["microshift/kustomization.yaml"] = switched.encode()
+        return snapshot, "microshift"
+    return snapshot, variant
+
+
+def build(variant: str) -> Rendered:
+    snapshot, entry = deploy_snapshot(variant)
+    return engine.build(snapshot, entry)
+
+
+VARIANTS = [*kustomizations(), WITH_CLUSTER_ADMIN]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_kustomization_renders_valid_objects(variant: str) -> None:
+    rendered = build(variant)
+    assert rendered.resources
+    for item in rendered.resources:
+        assert item["apiVersion"]
+        assert item["kind"]
+        assert item["metadata"]["name"]
+        assert [t for _, t in strings(item) if "${" in t] == []
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_kustomization_renders_as_kubectl_kustomize_does(variant: str, tmp_path: Path) -> None:
+    snapshot, entry = deploy_snapshot(variant)
+    for name, data in snapshot.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    theirs = subprocess.run(
+        ["kubectl", "kustomize", str(tmp_path / entry)], capture_output=True, check=True
+    ).stdout
+    assert build(variant).yaml == theirs.decode()
+
+
+def test_the_microshift_base_holds_the_same_objects_as_the_template() -> None:
+    """The overlay an operator fills in and the template processed with the same values make
+    the same objects, but for the Namespace (MicroShift applies it; OpenShift has projects) and
+    the generators' name suffixes."""
+    rendered = [copy.deepcopy(r) for r in build("microshift").resources]
+    overlay = read_yaml(DEPLOY / "microshift" / "kustomization.yaml")[0]
+    literals = dict(line.split("=", 1) for line in overlay["configMapGenerator"][0]["literals"])
+    image = overlay["images"][0]
+    template = agent_objects(
+        DEVICE_NAME=literals["RCIOTS_DEVICE_NAME"],
+        ENROLL_URL=literals["RCIOTS_ENROLL_URL"],
+        APPLIER=literals["RCIOTS_APPLIER"],
+        IMAGE=f"{image['newName']}:{image['newTag']}",
+        NAMESPACE=overlay["namespace"],
+    )
+    assert literals["RCIOTS_KUBECTL"] == literals["RCIOTS_APPLIER"]
+    suffixed = {}
+    for item in rendered:
+        name = item["metadata"]["name"]
+        match = re.fullmatch(r"(.+)-[a-z0-9]{10}", name)
+        if item["kind"] in ("ConfigMap", "Secret") and match:
+            suffixed[name] = match.group(1)
+
+    def unsuffixed(value: Any) -> Any:
+        if isinstance(value, str):
+            return suffixed.get(value, value)
+        if isinstance(value, dict):
+            return {k: unsuffixed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [unsuffixed(v) for v in value]
+        return value
+
+    ours = sorted(
+        (
+            unsuffixed(secret_data(r) if r["kind"] == "Secret" else r)
+            for r in rendered
+            if r["kind"] != "Namespace"
+        ),
+        key=lambda o: (o["kind"], o["metadata"]["name"]),
+    )
+    processed = sorted(
+        (secret_data(o) if o["kind"] == "Secret" else o for o in template),
+        key=lambda o: (o["kind"], o["metadata"]["name"]),
+    )
+    assert ours == processed
+
+
+def test_cluster_admin_is_off_in_microshift_unless_the_component_is_on() -> None:
+    assert not [r for r in build("microshift").resources if r["kind"].startswith("Cluster")]
+    (binding,) = [r for r in build(WITH_CLUSTER_ADMIN).resources if r["kind"].startswith("Cluster")]
+    assert binding["kind"] == "ClusterRoleBinding"
+    assert binding["roleRef"]["name"] == "cluster-admin"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rciots-agent", "namespace": "rciots-agent"}
+    ]
+
+
+def test_the_token_is_only_in_the_generated_secret() -> None:
+    rendered = build("microshift").resources
+    where = [(r["kind"], path) for r in rendered for path, text in strings(r) if TOKEN in text]
+    assert where == []
+    (secret,) = [r for r in rendered if r["kind"] == "Secret"]
+    assert base64.b64decode(secret["data"]["token"]).decode() == TOKEN
+
+
+# -- rules for every workload in deploy/ ------------------------------------------------------
+
+
+def every_object() -> Iterator[tuple[str, Obj]]:
+    for variant in VARIANTS:
+        for item in build(variant).resources:
+            yield variant, item
+    for path in (AGENT_TEMPLATE, CLUSTER_ADMIN_TEMPLATE):
+        (template,) = read_yaml(path)
+        values = TEMPLATE_VALUES if path == AGENT_TEMPLATE else {}
+        for item in process_template(template, values):
+            yield path.name, item
+
+
+def test_workloads_run_unprivileged_and_take_secrets_from_secrets() -> None:
+    workloads = [(where, o) for where, o in every_object() if o["kind"] == "Deployment"]
+    assert len(workloads) >= 4
+    for where, item in workloads:
+        spec = item["spec"]["template"]["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert item["spec"]["replicas"] == 1
+        assert item["spec"]["strategy"]["type"] == "Recreate"
+        for container in spec["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["capabilities"] == {"drop": ["ALL"]}, where
+            for variable in container.get("env", []):
+                if variable["name"] in SECRET_ENV:
+                    assert "secretKeyRef" in variable["valueFrom"], (where, variable["name"])
+            assert not [a for a in container.get("args", []) if TOKEN in a]
+
+
+def test_no_role_grants_everything() -> None:
+    for where, item in every_object():
+        for rule in item.get("rules", []):
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule.get(field, []), (where, item["metadata"]["name"])
+
+
+def test_no_configmap_holds_a_secret() -> None:
+    for where, item in every_object():
+        if item["kind"] == "ConfigMap":
+            assert not SECRET_ENV & set(item.get("data", {})), where
+            assert TOKEN not in json.dumps(item), where
