@@ -4,8 +4,9 @@ No container engine builds images here, there is no Kubernetes or OpenShift API 
 `oc`: so the YAML is parsed with the project's strict reader; every Kustomize directory is
 built with the project's renderer (and compared byte for byte with `kubectl kustomize` where
 kubectl exists); the OpenShift Templates are processed by a small processor below that follows
-`oc process`'s rules; what the manifests start is checked against the
-configuration loader of `rciots-agent`.
+`oc process`'s rules; what the manifests start is checked against the real option parsers and
+configuration loaders of `rciots controller` and `rciots-agent`; the Containerfiles are read
+for their essentials.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +28,8 @@ import pytest
 
 from rciots.agent import config, enroll, run
 from rciots.agent import state as agent_state
-from rciots.controller import ca, cmd_controller, yamlsafe
+from rciots.agent.cli import _parser as agent_parser
+from rciots.controller import ca, cli, cmd_controller, yamlsafe
 from rciots.controller.render import Rendered, engine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -466,6 +469,9 @@ def kustomizations() -> list[str]:
 
 def test_the_kustomizations_are_the_expected_ones() -> None:
     assert kustomizations() == [
+        "controller/kubernetes/base",
+        "controller/kubernetes/example",
+        "controller/kubernetes/openshift",
         "microshift/agent",
         "microshift",
     ]
@@ -587,6 +593,185 @@ def test_the_token_is_only_in_the_generated_secret() -> None:
     assert base64.b64decode(secret["data"]["token"]).decode() == TOKEN
 
 
+# -- the Containerfiles ---------------------------------------------------------------------------
+
+
+def containerfile(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Containerfile, continuation lines joined."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for line in path.read_text().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        whole = pending + line
+        pending = ""
+        word, _, rest = whole.strip().partition(" ")
+        instructions.append((word.upper(), rest.strip()))
+    assert not pending, f"{path}: ends in a continuation"
+    return instructions
+
+
+def final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    starts = [i for i, (word, _) in enumerate(instructions) if word == "FROM"]
+    return instructions[starts[-1] :]
+
+
+UBI9_PYTHON = "registry.access.redhat.com/ubi9/python-311"
+
+
+@pytest.mark.parametrize(
+    ("image", "install", "entrypoint"),
+    [
+        ("agent", '"rciots @ file://', ["rciots-agent"]),
+        (
+            "controller",
+            '"rciots[controller] @ file://',
+            ["rciots", "controller", "--state-dir", "/var/lib/rciots"],
+        ),
+    ],
+)
+def test_containerfile_essentials(image: str, install: str, entrypoint: list[str]) -> None:
+    instructions = containerfile(DEPLOY / image / "Containerfile")
+    stage = final_stage(instructions)
+    assert stage[0] == ("FROM", UBI9_PYTHON)
+    builds = [rest for word, rest in instructions if word == "FROM" and " AS build" in rest]
+    assert builds == [f"{UBI9_PYTHON} AS build"]
+    users = [rest for word, rest in stage if word == "USER"]
+    assert users
+    assert users[-1].isdigit()
+    assert int(users[-1]) != 0  # runs as non-root
+    pip = [rest for word, rest in stage if word == "RUN" and "pip install" in rest]
+    assert len(pip) == 1
+    assert install in pip[0]
+    if image == "agent":
+        assert "[controller]" not in pip[0]  # the agent alone
+    assert json.loads(dict(stage)["ENTRYPOINT"]) == entrypoint
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert entrypoint[0] in scripts
+    # nothing secret is baked in
+    for word, rest in instructions:
+        if word in ("ENV", "ARG", "LABEL"):
+            assert not re.search(r"TOKEN|PASSWORD|SECRET", rest, re.IGNORECASE), rest
+
+
+@pytest.mark.parametrize("image", ["agent", "controller"])
+def test_containerfile_copies_what_the_wheel_is_built_from(image: str) -> None:
+    """The build stage's COPY sources exist and hold what pyproject.toml builds from: the
+    readme, each package folder, and the schemas the controller package links to."""
+    copied: set[str] = set()
+    for word, rest in containerfile(DEPLOY / image / "Containerfile"):
+        if word == "COPY" and "--from=" not in rest:
+            sources = [s for s in rest.split() if not s.startswith("--")][:-1]
+            for source in sources:
+                assert (REPO / source).exists(), source
+            copied.update(sources)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    needed = {"pyproject.toml", project["project"]["readme"]}
+    needed |= set(project["tool"]["setuptools"]["package-dir"].values())
+    link = REPO / "controller" / "schemafiles"
+    needed.add(link.resolve().relative_to(REPO).as_posix())
+    assert needed <= copied
+
+
+def test_the_agent_image_carries_both_clients() -> None:
+    stage = final_stage(containerfile(DEPLOY / "agent" / "Containerfile"))
+    assert ("COPY", "--from=cli /usr/bin/oc /opt/app-root/bin/oc") in stage
+    assert ("RUN", "ln -s oc /opt/app-root/bin/kubectl") in stage
+    assert json.loads(dict(stage)["CMD"]) == ["run"]
+    agent_parser().parse_args(json.loads(dict(stage)["CMD"]))
+
+
+def test_the_controller_image_keeps_its_state_in_a_volume() -> None:
+    stage = dict(final_stage(containerfile(DEPLOY / "controller" / "Containerfile")))
+    assert json.loads(stage["VOLUME"]) == ["/var/lib/rciots"]
+
+
+# -- the controller's manifests ---------------------------------------------------------------
+
+
+def controller_parts() -> tuple[list[Obj], Obj]:
+    objects = build("controller/kubernetes/example").resources
+    return objects, find(objects, "Deployment", "rciots-controller")
+
+
+def test_the_controller_pod_runs_a_valid_controller_command_line(tmp_path: Path) -> None:
+    objects, deployment = controller_parts()
+    pod = pod_of(objects, deployment, tmp_path)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    entrypoint = dict(final_stage(containerfile(DEPLOY / "controller" / "Containerfile")))
+    command = json.loads(entrypoint["ENTRYPOINT"])
+    assert command[:2] == ["rciots", "controller"]
+    argv = [*command[1:], *(expand(a, pod.environ) for a in container["args"])]
+    assert [a for a in argv if "$(" in a] == []
+    args = cli.build_parser(["controller"]).parse_args(argv)
+    settings = find(objects, "ConfigMap")["data"]
+    assert args.source == settings["source"]
+    assert args.branch == settings["branch"]
+    # the state directory is the claim's mount
+    assert pod.mounts[str(args.state_dir)] == {
+        "name": "state",
+        "persistentVolumeClaim": {"claimName": "rciots-controller-state"},
+    }
+    find(objects, "PersistentVolumeClaim", "rciots-controller-state")
+    # listeners on the container's ports, and the image exposes those
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    listening = {
+        "enroll": args.enroll_listen,
+        "connect": args.connect_listen,
+        "http": args.listen,
+    }
+    assert {name: f"0.0.0.0:{port}" for name, port in ports.items()} == listening
+    assert set(entrypoint["EXPOSE"].split()) == {str(p) for p in ports.values()}
+    # devices reach it at the Route hosts, which are the server certificate's names
+    hosts = {r["metadata"]["name"]: r["spec"].get("host") for r in objects if r["kind"] == "Route"}
+    assert args.server_name == [settings["enroll-host"], settings["connect-host"]]
+    assert hosts["rciots-enroll"] == settings["enroll-host"]
+    assert hosts["rciots-connect"] == settings["connect-host"]
+    assert args.connector_url == f"wss://{settings['connect-host']}/v1/connect"
+    # the secrets come from the environment, from an optional Secret
+    from_secret = {
+        v["name"]: v["valueFrom"]["secretKeyRef"]
+        for v in container["env"]
+        if "secretKeyRef" in v.get("valueFrom", {})
+    }
+    assert set(from_secret) == {cmd_controller._PASSWORD_ENV, cmd_controller._WEBHOOK_ENV}
+    assert all(r["name"] == "rciots-controller-git" and r["optional"] for r in from_secret.values())
+    assert not any(a.startswith(("--password-file", "--webhook-secret-file")) for a in argv)
+
+
+def test_routes_pass_tls_through_to_the_enrollment_and_connector_services() -> None:
+    objects, deployment = controller_parts()
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    container_ports = {
+        p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    assert set(services) == {"rciots-enroll", "rciots-connect", "rciots-http"}
+    for service in services.values():
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= container_ports
+    routes = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Route"}
+    termination = {name: r["spec"]["tls"]["termination"] for name, r in routes.items()}
+    assert termination == {
+        "rciots-enroll": "passthrough",
+        "rciots-connect": "passthrough",
+        "rciots-http": "edge",
+    }
+    for route in routes.values():
+        service = services[route["spec"]["to"]["name"]]
+        assert route["spec"]["port"]["targetPort"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_the_controller_can_issue_a_certificate_for_the_route_hosts() -> None:
+    objects, _ = controller_parts()
+    hosts = [r["spec"]["host"] for r in objects if r["kind"] == "Route" and "host" in r["spec"]]
+    authority = ca.create_authority(hosts, datetime.now(UTC))
+    assert ca.server_names_of(authority.server) == hosts
+
+
 # -- rules for every workload in deploy/ ------------------------------------------------------
 
 
@@ -603,7 +788,7 @@ def every_object() -> Iterator[tuple[str, Obj]]:
 
 def test_workloads_run_unprivileged_and_take_secrets_from_secrets() -> None:
     workloads = [(where, o) for where, o in every_object() if o["kind"] == "Deployment"]
-    assert len(workloads) >= 4
+    assert len(workloads) >= 7
     for where, item in workloads:
         spec = item["spec"]["template"]["spec"]
         assert spec["securityContext"]["runAsNonRoot"] is True, where
