@@ -6,7 +6,7 @@ built with the project's renderer (and compared byte for byte with `kubectl kust
 kubectl exists); the OpenShift Templates are processed by a small processor below that follows
 `oc process`'s rules; what the manifests start is checked against the real option parsers and
 configuration loaders of `rciots controller` and `rciots-agent`; the Containerfiles are read
-for their essentials.
+for their essentials; the systemd unit goes through `systemd-analyze verify`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -34,9 +35,12 @@ from rciots.controller.render import Rendered, engine
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
+BIN = Path(sys.executable).parent
 
 AGENT_TEMPLATE = DEPLOY / "openshift" / "agent-template.yaml"
 CLUSTER_ADMIN_TEMPLATE = DEPLOY / "openshift" / "agent-cluster-admin.yaml"
+UNIT = DEPLOY / "systemd" / "rciots-agent.service"
+AGENT_TOML = DEPLOY / "systemd" / "agent.toml"
 
 TOKEN = "rciots-pt-Zm9yIHRoZSB0ZXN0cyBvbmx5LCBuZXZlciBhIHJlYWwgdG9rZW4"
 DEVICE = "plant-7-line-2"
@@ -818,3 +822,82 @@ def test_no_configmap_holds_a_secret() -> None:
         if item["kind"] == "ConfigMap":
             assert not SECRET_ENV & set(item.get("data", {})), where
             assert TOKEN not in json.dumps(item), where
+
+
+# -- systemd ---------------------------------------------------------------------------------------
+
+
+def unit_settings() -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_systemd_analyze_verify_passes(tmp_path: Path) -> None:
+    """The unit as shipped, but for ExecStart's program: verify wants it to exist, so the
+    copy runs this virtual environment's rciots-agent."""
+    (shipped,) = unit_settings()["ExecStart"]
+    program = shipped.split()[0]
+    assert program == "/opt/rciots-agent/bin/rciots-agent"
+    copy_of_unit = tmp_path / "rciots-agent.service"
+    copy_of_unit.write_text(UNIT.read_text().replace(program, str(BIN / "rciots-agent")))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(copy_of_unit)], capture_output=True, text=True
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_the_unit_runs_the_podman_agent_and_survives_restarts() -> None:
+    settings = unit_settings()
+    (exec_start,) = settings["ExecStart"]
+    args = agent_parser().parse_args(exec_start.split()[1:])
+    assert args.command == "run"
+    assert args.config == Path("/etc/rciots/agent.toml")
+    assert settings["Restart"] == ["always"]
+    assert settings["RestartPreventExitStatus"] == ["2"]  # a configuration error
+    assert settings["KillMode"] == ["mixed"]
+    assert settings["UnsetEnvironment"] == ["INVOCATION_ID"]  # conmon leaves the unit
+    assert settings["StateDirectory"] == ["rciots-agent"]
+    assert settings["StateDirectoryMode"] == ["0700"]
+    # each of these gives the unit a mount namespace of its own (systemd.exec(5),
+    # PrivateMounts=), where podman's container mounts would be invisible to the host
+    namespacing = {
+        "PrivateMounts",
+        "PrivateTmp",
+        "PrivateDevices",
+        "ProtectSystem",
+        "ProtectHome",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectClock",
+        "ProtectProc",
+        "ProcSubset",
+        "ReadOnlyPaths",
+        "ReadWritePaths",
+        "InaccessiblePaths",
+        "TemporaryFileSystem",
+        "BindPaths",
+        "BindReadOnlyPaths",
+        "RootDirectory",
+        "RootImage",
+        "DynamicUser",
+    }
+    assert not namespacing & set(settings)
+
+
+def test_the_example_configuration_loads_with_the_podman_applier() -> None:
+    text = AGENT_TOML.read_text()
+    # the token from the environment, so that token_file is not read here
+    settings = config.load(AGENT_TOML, {"RCIOTS_TOKEN": TOKEN}, {})
+    assert settings.applier == "podman"
+    assert settings.podman == "/usr/bin/podman"
+    assert settings.state_dir == Path("/var/lib") / unit_settings()["StateDirectory"][0]
+    assert settings.identity_secret is None
+    assert tomllib.loads(text)["token_file"] == "/etc/rciots/token"
+    assert "token =" not in text
