@@ -230,6 +230,16 @@ def test_every_yaml_file_parses_strictly(path: Path) -> None:
         assert isinstance(document.get("kind"), str)
 
 
+def test_every_file_is_explained_in_the_readme() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    missing = [
+        f"deploy/{p.relative_to(DEPLOY).as_posix()}"
+        for p in deploy_files()
+        if p.name != "README.md" and f"deploy/{p.relative_to(DEPLOY).as_posix()}" not in readme
+    ]
+    assert missing == []
+
+
 # -- the OpenShift Template of the agent ------------------------------------------------------
 
 
