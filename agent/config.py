@@ -12,6 +12,7 @@ line, where any user could read them with ``ps``.
 
 from __future__ import annotations
 
+import math
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -163,9 +164,13 @@ def load(
 
 def _read_file(path: Path) -> dict[str, object]:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode())
     except OSError as exc:
         raise ConfigError(f"cannot read the configuration file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; the locale's encoding does not matter
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     known = {option.name for option in OPTIONS}
@@ -195,10 +200,14 @@ def _build(values: dict[str, object], sources: Mapping[str, str]) -> AgentConfig
             settings["labels"] = _labels(value, where("labels"))
         elif option.kind is float:
             try:
-                settings[option.name] = float(str(value))
+                number = float(str(value))
             except ValueError:
                 raise ConfigError(f"{where(option.name)}: not a number: {value!r}") from None
-            if settings[option.name] <= 0:
+            # NaN passes every comparison and inf would wait for ever
+            if not math.isfinite(number):
+                raise ConfigError(f"{where(option.name)}: not a finite number: {value!r}")
+            settings[option.name] = number
+            if number <= 0:
                 raise ConfigError(f"{where(option.name)}: must be more than 0")
         elif option.name in _PATHS:
             settings[option.name] = Path(str(value))
@@ -210,9 +219,11 @@ def _build(values: dict[str, object], sources: Mapping[str, str]) -> AgentConfig
     token_file = values.get("token_file")
     if token_file is not None and token is None:
         try:
-            token = Path(str(token_file)).read_text().strip()
+            token = Path(str(token_file)).read_bytes().decode().strip()
         except OSError as exc:
             raise ConfigError(f"{where('token_file')}: cannot read it: {exc.strerror}") from None
+        except UnicodeDecodeError:  # no byte of it in the message: it is a secret
+            raise ConfigError(f"{where('token_file')}: not UTF-8 text") from None
         if not token:
             raise ConfigError(f"{where('token_file')}: the file is empty")
     settings["token"] = str(token) if token else None

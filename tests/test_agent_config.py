@@ -260,3 +260,27 @@ def test_labels_from_the_file_may_be_a_table(tmp_path: Path) -> None:
 def test_a_label_without_a_key_and_a_value_is_refused(tmp_path: Path, text: str, item: str) -> None:
     message = refused(tmp_path, command_line={"labels": text})
     assert message == f"labels (from --labels): {item} is not key=value"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+def test_a_delay_must_be_a_finite_number(tmp_path: Path, value: str) -> None:
+    """NaN passed the 'more than 0' check and inf waited for ever between attempts."""
+    message = refused(tmp_path, environ={"RCIOTS_MAX_RECONNECT_DELAY": value})
+    assert message == (
+        f"max_reconnect_delay (from RCIOTS_MAX_RECONNECT_DELAY): not a finite number: {value!r}"
+    )
+
+
+def test_a_file_that_is_no_utf8_names_itself(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_bytes(b'applier = "podman"\ndevice_name = "caf\xe9"\n')
+    with pytest.raises(config.ConfigError) as raised:
+        config.load(path, {}, {})
+    assert str(raised.value) == f"{path}: not UTF-8 text (byte 0xe9 at offset 37)"
+
+
+def test_a_token_file_that_is_no_utf8_names_the_option(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_bytes(b"\xff\xfetoken")
+    message = refused(tmp_path, environ={"RCIOTS_TOKEN_FILE": str(secret)})
+    assert message == "token_file (from RCIOTS_TOKEN_FILE): not UTF-8 text"
