@@ -13,8 +13,10 @@ line, where any user could read them with ``ps``.
 from __future__ import annotations
 
 import math
+import re
 import socket
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -138,6 +140,11 @@ class AgentConfig:
 
 _APPLIERS = ("directory", "podman", "kubectl", "oc")
 _PATHS = {"ca_file", "state_dir", "output_dir"}
+_URLS = (
+    ("enroll_url", "https", "https://controller.example:8443"),
+    ("connector_url", "wss", "wss://controller.example:8444/v1/connect"),
+)
+_SECRET_NAME = re.compile(r"[^/\s]+/[^/\s]+")
 
 
 def load(
@@ -215,6 +222,20 @@ def _build(values: dict[str, object], sources: Mapping[str, str]) -> AgentConfig
             settings[option.name] = str(value)
     if settings.get("applier", "directory") not in _APPLIERS:
         raise ConfigError(f"{where('applier')}: must be one of {', '.join(_APPLIERS)}")
+    # found here, not at the first request: a bad URL is no reason to retry
+    for name, scheme, example in _URLS:
+        url = settings.get(name)
+        if url is not None and not _is_url(url, scheme):
+            raise ConfigError(
+                f"{where(name)}: must be a{'n' if scheme == 'https' else ''} {scheme}:// URL with "
+                f"a host, such as {example}, not {url!r}"
+            )
+    secret = settings.get("identity_secret")
+    if secret is not None and not _SECRET_NAME.fullmatch(secret):
+        raise ConfigError(
+            f"{where('identity_secret')}: must be NAMESPACE/NAME, such as "
+            f"edge/rciots-agent-identity, not {secret!r}"
+        )
     token = values.get("token")
     token_file = values.get("token_file")
     if token_file is not None and token is None:
@@ -243,3 +264,12 @@ def _labels(value: object, where: str) -> dict[str, str]:
             raise ConfigError(f"{where}: {item!r} is not key=value")
         labels[key] = label
     return labels
+
+
+def _is_url(text: str, scheme: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is no number
+    except ValueError:
+        return False
+    return parts.scheme.lower() == scheme and bool(parts.hostname)

@@ -284,3 +284,45 @@ def test_a_token_file_that_is_no_utf8_names_the_option(tmp_path: Path) -> None:
     secret.write_bytes(b"\xff\xfetoken")
     message = refused(tmp_path, environ={"RCIOTS_TOKEN_FILE": str(secret)})
     assert message == "token_file (from RCIOTS_TOKEN_FILE): not UTF-8 text"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://controller.example:8443", "controller.example:8443", "https://", "https://h:x"]
+)
+def test_the_enrollment_url_must_be_https(tmp_path: Path, url: str) -> None:
+    """Found only at the first request before, and then retried for ever as 'unreachable'."""
+    message = refused(tmp_path, environ={"RCIOTS_ENROLL_URL": url})
+    assert message == (
+        "enroll_url (from RCIOTS_ENROLL_URL): must be an https:// URL with a host, such as "
+        f"https://controller.example:8443, not {url!r}"
+    )
+
+
+def test_the_connector_url_must_be_wss(tmp_path: Path) -> None:
+    message = refused(tmp_path, 'connector_url = "ws://controller.example:8444/v1/connect"\n')
+    assert message == (
+        f"connector_url (from {tmp_path / 'agent.toml'}): must be a wss:// URL with a host, such "
+        "as wss://controller.example:8444/v1/connect, not "
+        "'ws://controller.example:8444/v1/connect'"
+    )
+
+
+@pytest.mark.parametrize("value", ["rciots-identity", "/name", "edge/", "edge/a/b"])
+def test_the_identity_secret_must_be_namespace_and_name(tmp_path: Path, value: str) -> None:
+    """Found only when the agent started, as a ValueError, before."""
+    message = refused(tmp_path, command_line={"identity_secret": value})
+    assert message == (
+        "identity_secret (from --identity-secret): must be NAMESPACE/NAME, such as "
+        f"edge/rciots-agent-identity, not {value!r}"
+    )
+
+
+def test_good_urls_and_secret_names_pass(tmp_path: Path) -> None:
+    loaded = load(
+        tmp_path,
+        'enroll_url = "HTTPS://[::1]:8443/"\nconnector_url = "wss://10.0.0.1:8444/v1/connect"\n'
+        'identity_secret = "edge/rciots-agent-identity"\n',
+    )
+    assert loaded.enroll_url == "HTTPS://[::1]:8443/"
+    assert loaded.connector_url == "wss://10.0.0.1:8444/v1/connect"
+    assert loaded.identity_secret == "edge/rciots-agent-identity"
