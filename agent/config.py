@@ -144,6 +144,7 @@ _URLS = (
     ("enroll_url", "https", "https://controller.example:8443"),
     ("connector_url", "wss", "wss://controller.example:8444/v1/connect"),
 )
+_TOKEN_OPTIONS = ("token_file", "token")
 _SECRET_NAME = re.compile(r"[^/\s]+/[^/\s]+")
 
 
@@ -156,16 +157,26 @@ def load(
     environment and the command line's options (name -> value; None values are unset)."""
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
+
+    def put(name: str, value: object, source: str) -> None:
+        # token and token_file are one setting given two ways: a later source that gives
+        # either replaces both (within one source, the token itself wins: it comes later)
+        if name in _TOKEN_OPTIONS:
+            for other in _TOKEN_OPTIONS:
+                values.pop(other, None)
+                sources.pop(other, None)
+        values[name], sources[name] = value, source
+
     path = file if file is not None else DEFAULT_CONFIG_FILE
     if file is not None or path.exists():
         for name, value in _read_file(path).items():
-            values[name], sources[name] = value, str(path)
+            put(name, value, str(path))
     for option in OPTIONS:
         if option.env in environ and environ[option.env] != "":
-            values[option.name], sources[option.name] = environ[option.env], option.env
+            put(option.name, environ[option.env], option.env)
     for name, value in command_line.items():
         if value is not None:
-            values[name], sources[name] = value, f"--{name.replace('_', '-')}"
+            put(name, value, f"--{name.replace('_', '-')}")
     return _build(values, sources)
 
 
@@ -183,8 +194,9 @@ def _read_file(path: Path) -> dict[str, object]:
     known = {option.name for option in OPTIONS}
     unknown = sorted(set(data) - known)
     if unknown:
+        offered = sorted(option.name for option in OPTIONS if not option.secret)
         raise ConfigError(
-            f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(offered)}"
         )
     if "token" in data:
         raise ConfigError(
@@ -237,6 +249,8 @@ def _build(values: dict[str, object], sources: Mapping[str, str]) -> AgentConfig
             f"edge/rciots-agent-identity, not {secret!r}"
         )
     token = values.get("token")
+    if token is not None:  # copied with its newline, as a token file often is
+        token = str(token).strip()
     token_file = values.get("token_file")
     if token_file is not None and token is None:
         try:

@@ -173,6 +173,15 @@ def test_every_option_is_read_from_its_environment_variable(tmp_path: Path) -> N
     )
 
 
+def test_unknown_options_in_the_file_name_the_file_and_the_known_ones(tmp_path: Path) -> None:
+    message = refused(tmp_path, 'aplier = "podman"\nretries = 3\n')
+    assert message == (
+        f"{tmp_path / 'agent.toml'}: unknown option(s) aplier, retries; known: applier, "
+        "ca_file, connector_url, device_name, enroll_url, identity_secret, kubectl, labels, "
+        "max_reconnect_delay, output_dir, podman, state_dir, token_file"
+    )
+
+
 # -- the provisioning token -------------------------------------------------------------------
 
 
@@ -206,6 +215,35 @@ def test_a_missing_token_file_names_the_option_and_its_source(tmp_path: Path) ->
 
 def test_the_token_from_the_environment(tmp_path: Path) -> None:
     assert load(tmp_path, environ={"RCIOTS_TOKEN": TOKEN}).token == TOKEN
+
+
+def test_the_token_from_the_environment_is_stripped(tmp_path: Path) -> None:
+    """As a token file is: a value copied with its newline must not be a wrong token."""
+    assert load(tmp_path, environ={"RCIOTS_TOKEN": f" {TOKEN}\n"}).token == TOKEN
+
+
+def test_a_token_file_on_the_command_line_wins_over_the_token_in_the_environment(
+    tmp_path: Path,
+) -> None:
+    """token and token_file are one setting given two ways: the later source wins."""
+    secret = tmp_path / "token"
+    secret.write_text(TOKEN)
+    loaded = load(
+        tmp_path, environ={"RCIOTS_TOKEN": "rciots-pt-older"}, command_line={"token_file": secret}
+    )
+    assert loaded.token == TOKEN
+
+
+def test_the_token_in_the_environment_wins_over_a_token_file_in_the_file(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("rciots-pt-older")
+    loaded = load(tmp_path, f'token_file = "{secret}"\n', {"RCIOTS_TOKEN": TOKEN})
+    assert loaded.token == TOKEN
+
+
+def test_the_token_wins_over_a_token_file_from_the_same_source(tmp_path: Path) -> None:
+    environ = {"RCIOTS_TOKEN": TOKEN, "RCIOTS_TOKEN_FILE": str(tmp_path / "absent")}
+    assert load(tmp_path, environ=environ).token == TOKEN
 
 
 def test_the_token_never_shows_in_the_repr(tmp_path: Path) -> None:
