@@ -84,3 +84,13 @@ def test_bad_settings_are_refused(base: float, cap: float) -> None:
     with pytest.raises(ValueError, match="backoff needs 0 < base <= cap") as raised:
         Backoff(base=base, cap=cap)
     assert str(raised.value) == f"backoff needs 0 < base <= cap, not {base} and {cap}"
+
+
+@pytest.mark.parametrize(
+    ("base", "cap"),
+    [(float("nan"), 10.0), (1.0, float("nan")), (1.0, float("inf")), (float("inf"), float("inf"))],
+)
+def test_settings_that_are_not_finite_are_refused(base: float, cap: float) -> None:
+    """NaN passed both comparisons and inf made a wait of for ever."""
+    with pytest.raises(ValueError, match="backoff needs 0 < base <= cap"):
+        Backoff(base=base, cap=cap)
