@@ -6,8 +6,10 @@ A restart then neither enrolls again nor applies again what is already applied.
 
 Two places for the identity (device id, device token, key, certificate, CA):
 
-- ``DirectoryIdentity``: files in the state directory, written atomically, the secret ones
-  readable by the owner only;
+- ``DirectoryIdentity``: files in the state directory, the secret ones readable by the owner
+  only, replaced all together: a new identity (a renewed key and certificate) is written
+  into a staging folder first and then moved in, ``identity.json`` last; a crash during the
+  move is finished by the next ``load``, so the files never mix two identities;
 - ``SecretIdentity``: a Kubernetes Secret, through ``kubectl``/``oc`` (argv lists, the Secret
   as JSON on stdin), for an agent running in a cluster whose pod has no durable disk.
 
@@ -18,7 +20,10 @@ file replaced atomically: a crash leaves the old or the new one, never half.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +89,9 @@ class Identity:
 
 IDENTITY_FILES = ("identity.json", "device-token", "key.pem", "certificate.pem", "ca.pem")
 _SECRET_FILES = {"device-token", "key.pem", "pending-key.pem"}
+# identity.json last: it marks an identity (in the folder, or staged) as complete
+_WRITE_ORDER = (*IDENTITY_FILES[1:], IDENTITY_FILES[0])
+_STAGING = "incoming"  # a subfolder where a new identity is written before it moves in
 
 
 class IdentityStore(Protocol):
@@ -103,9 +111,11 @@ class DirectoryIdentity:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def load(self) -> Identity | None:
-        if not (self.folder / "identity.json").exists():
-            return None
         try:
+            if (self.folder / _STAGING / "identity.json").exists():
+                self._move_in()  # a save that a crash interrupted after it was complete
+            if not (self.folder / "identity.json").exists():
+                return None
             files = {name: (self.folder / name).read_bytes() for name in IDENTITY_FILES}
             return Identity.from_files(files)
         except (OSError, ValueError, KeyError) as exc:
@@ -113,12 +123,26 @@ class DirectoryIdentity:
 
     def save(self, identity: Identity) -> None:
         self._ensure()
+        staging = self.folder / _STAGING
+        shutil.rmtree(staging, ignore_errors=True)  # half of an earlier save: never complete
+        staging.mkdir(mode=0o700)
         files = identity.to_files()
-        # identity.json last: it marks the identity as complete
-        for name in sorted(files, key=lambda n: n == "identity.json"):
+        for name in _WRITE_ORDER:
             mode = 0o600 if name in _SECRET_FILES else 0o644
-            write_atomically(self.folder / name, files[name], mode)
+            write_atomically(staging / name, files[name], mode)
+        self._move_in()
         (self.folder / "pending-key.pem").unlink(missing_ok=True)
+
+    def _move_in(self) -> None:
+        """Move the complete identity staged in ``incoming/`` into place, identity.json last,
+        each rename made durable before the next: until the last one, ``incoming/identity.json``
+        is still there and the next ``load`` finishes the move."""
+        staging = self.folder / _STAGING
+        for name in _WRITE_ORDER:
+            with contextlib.suppress(FileNotFoundError):  # moved before a crash
+                os.replace(staging / name, self.folder / name)
+                _fsync_folder(self.folder)
+        shutil.rmtree(staging, ignore_errors=True)
 
     def load_pending_key(self) -> bytes | None:
         path = self.folder / "pending-key.pem"
@@ -296,3 +320,11 @@ def _bundle_from_json(data: dict[str, Any]) -> Bundle:
         data["manifests"],
         tuple(ResourceId.from_json(r) for r in data["resources"]),
     )
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
