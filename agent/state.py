@@ -25,9 +25,10 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from rciots.agent.atomicfile import write_atomically
 from rciots.agent.bundle import ApplyResult, Bundle, ResourceId, ResourceResult
@@ -40,6 +41,9 @@ __all__ = [
     "StateDir",
     "StateError",
 ]
+
+
+_T = TypeVar("_T")
 
 
 class StateError(Exception):
@@ -118,10 +122,16 @@ class DirectoryIdentity:
                 return None
             files = {name: (self.folder / name).read_bytes() for name in IDENTITY_FILES}
             return Identity.from_files(files)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StateError(f"the identity in {self.folder} cannot be read: {exc}") from None
 
     def save(self, identity: Identity) -> None:
+        try:
+            self._save(identity)
+        except OSError as exc:
+            raise StateError(f"the identity in {self.folder} cannot be written: {exc}") from None
+
+    def _save(self, identity: Identity) -> None:
         self._ensure()
         staging = self.folder / _STAGING
         shutil.rmtree(staging, ignore_errors=True)  # half of an earlier save: never complete
@@ -153,8 +163,11 @@ class DirectoryIdentity:
         if key_pem is None:
             path.unlink(missing_ok=True)
             return
-        self._ensure()
-        write_atomically(path, key_pem, 0o600)
+        try:
+            self._ensure()
+            write_atomically(path, key_pem, 0o600)
+        except OSError as exc:
+            raise StateError(f"the identity in {self.folder} cannot be written: {exc}") from None
 
 
 class SecretIdentity:
@@ -227,7 +240,7 @@ class SecretIdentity:
             return None
         try:
             return Identity.from_files(files)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise StateError(f"Secret {self.namespace}/{self.name}: {exc}") from None
 
     def save(self, identity: Identity) -> None:
@@ -253,24 +266,27 @@ class StateDir:
         self.folder = folder
 
     def _write(self, name: str, data: object) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomically(self.folder / name, json.dumps(data).encode(), 0o600)
+        path = self.folder / name
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomically(path, json.dumps(data).encode(), 0o600)
+        except OSError as exc:
+            raise StateError(f"{path} cannot be written: {exc}") from None
 
-    def _read(self, name: str) -> Any:
+    def _read(self, name: str, parse: Callable[[Any], _T]) -> _T | None:
         path = self.folder / name
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_bytes())
-        except (OSError, ValueError) as exc:
+            return parse(json.loads(path.read_bytes()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StateError(f"{path} cannot be read: {exc}") from None
 
     def save_desired(self, bundle: Bundle) -> None:
         self._write("desired.json", _bundle_json(bundle))
 
     def load_desired(self) -> Bundle | None:
-        data = self._read("desired.json")
-        return None if data is None else _bundle_from_json(data)
+        return self._read("desired.json", _bundle_from_json)
 
     def save_applied(self, bundle: Bundle, result: ApplyResult) -> None:
         data = _bundle_json(bundle)
@@ -285,23 +301,14 @@ class StateDir:
         self._write("applied.json", data)
 
     def load_applied(self) -> tuple[Bundle, ApplyResult] | None:
-        data = self._read("applied.json")
-        if data is None:
-            return None
-        bundle = _bundle_from_json(data)
-        result = data.get("result") or {}
-        resources = tuple(
-            ResourceResult(ResourceId.from_json(r["resource"]), r["action"], r.get("message", ""))
-            for r in result.get("resources", [])
-        )
-        return bundle, ApplyResult(bundle.digest, resources, result.get("error"))
+        return self._read("applied.json", _applied_from_json)
 
     def save_inventory(self, resources: tuple[ResourceId, ...]) -> None:
         self._write("inventory.json", [r.to_json() for r in resources])
 
     def load_inventory(self) -> tuple[ResourceId, ...]:
-        data = self._read("inventory.json")
-        return tuple(ResourceId.from_json(r) for r in data) if data else ()
+        loaded = self._read("inventory.json", lambda data: tuple(map(ResourceId.from_json, data)))
+        return loaded or ()
 
 
 def _bundle_json(bundle: Bundle) -> dict[str, Any]:
@@ -311,6 +318,16 @@ def _bundle_json(bundle: Bundle) -> dict[str, Any]:
         "manifests": bundle.manifests,
         "resources": [r.to_json() for r in bundle.resources],
     }
+
+
+def _applied_from_json(data: dict[str, Any]) -> tuple[Bundle, ApplyResult]:
+    bundle = _bundle_from_json(data)
+    result = data.get("result") or {}
+    resources = tuple(
+        ResourceResult(ResourceId.from_json(r["resource"]), r["action"], r.get("message", ""))
+        for r in result.get("resources", [])
+    )
+    return bundle, ApplyResult(bundle.digest, resources, result.get("error"))
 
 
 def _bundle_from_json(data: dict[str, Any]) -> Bundle:

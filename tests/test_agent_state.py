@@ -134,6 +134,26 @@ def test_an_identity_without_a_file_names_its_folder(tmp_path: Path) -> None:
     assert str(raised.value).startswith(f"the identity in {folder} cannot be read: [Errno 2]")
 
 
+def test_an_identity_json_of_another_shape_names_its_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "identity"
+    DirectoryIdentity(folder).save(identity())
+    (folder / "identity.json").write_text("[]")
+    with pytest.raises(StateError, match=f"the identity in {folder} cannot be read: "):
+        DirectoryIdentity(folder).load()
+
+
+def test_an_identity_that_cannot_be_written_names_its_folder(tmp_path: Path) -> None:
+    (tmp_path / "identity").write_text("a file where the folder should be")
+    store = DirectoryIdentity(tmp_path / "identity")
+    with pytest.raises(StateError) as raised:
+        store.save(identity())
+    assert str(raised.value).startswith(f"the identity in {tmp_path / 'identity'} cannot be ")
+    assert identity().device_token not in str(raised.value)
+    with pytest.raises(StateError) as raised:
+        store.save_pending_key(PENDING_KEY)
+    assert str(raised.value).startswith(f"the identity in {tmp_path / 'identity'} cannot be ")
+
+
 def test_a_new_identity_replaces_the_old_one(tmp_path: Path) -> None:
     store = DirectoryIdentity(tmp_path / "identity")
     store.save(identity("a"))
@@ -408,6 +428,18 @@ def test_a_secret_that_is_no_identity_names_the_secret(kube: Kube) -> None:
     assert str(raised.value) == "Secret edge/rciots-agent-identity: 'tenant'"
 
 
+def test_a_secret_whose_identity_json_is_no_object_names_the_secret(kube: Kube) -> None:
+    secret_store().save(identity())
+    stored = kube.stored()
+    data = stored["data"]
+    assert isinstance(data, dict)
+    data["identity.json"] = base64.b64encode(b"[]").decode()
+    (kube.secrets / "edge_rciots-agent-identity.json").write_text(json.dumps(stored))
+    with pytest.raises(StateError) as raised:
+        secret_store().load()
+    assert str(raised.value).startswith("Secret edge/rciots-agent-identity: list indices")
+
+
 # -- StateDir ---------------------------------------------------------------------------------
 
 CM = ResourceId("v1", "ConfigMap", "site", "edge")
@@ -503,3 +535,19 @@ def test_an_unreadable_state_file_names_itself(tmp_path: Path) -> None:
     with pytest.raises(StateError) as raised:
         state.load_inventory()
     assert str(raised.value).startswith(f"{tmp_path / 'state' / 'inventory.json'} cannot be read")
+
+
+def test_a_state_file_of_another_shape_names_itself(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    state.save_applied(BUNDLE, ApplyResult(BUNDLE.digest))
+    (tmp_path / "state" / "applied.json").write_text('{"revision": "r"}')
+    with pytest.raises(StateError) as raised:
+        state.load_applied()
+    assert str(raised.value) == f"{tmp_path / 'state' / 'applied.json'} cannot be read: 'digest'"
+
+
+def test_a_state_file_that_cannot_be_written_names_its_folder(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("a file where the folder should be")
+    with pytest.raises(StateError) as raised:
+        StateDir(tmp_path / "state").save_desired(BUNDLE)
+    assert str(raised.value).startswith(f"{tmp_path / 'state' / 'desired.json'} cannot be written")
