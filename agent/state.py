@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from rciots.agent import applier_support
 from rciots.agent.atomicfile import write_atomically
 from rciots.agent.bundle import ApplyResult, Bundle, ResourceId, ResourceResult
 
@@ -96,6 +97,7 @@ _SECRET_FILES = {"device-token", "key.pem", "pending-key.pem"}
 # identity.json last: it marks an identity (in the folder, or staged) as complete
 _WRITE_ORDER = (*IDENTITY_FILES[1:], IDENTITY_FILES[0])
 _STAGING = "incoming"  # a subfolder where a new identity is written before it moves in
+_APPLY = ("apply", "--server-side", "--field-manager=rciots-agent", "--force-conflicts", "-f", "-")
 
 
 class IdentityStore(Protocol):
@@ -173,9 +175,9 @@ class DirectoryIdentity:
 class SecretIdentity:
     """The identity in the Secret ``namespace/name``, read and written with ``kubectl``.
 
-    Reads with ``kubectl get secret NAME -n NS -o json`` and writes with
+    Reads with ``kubectl get secret NAME -n NS -o json`` and writes with a server-side
     ``kubectl apply -f -`` (the whole Secret as JSON on stdin), so that no secret value is ever
-    on a command line. A missing Secret is no identity yet.
+    on a command line, nor in a last-applied annotation. A missing Secret is no identity yet.
     """
 
     def __init__(self, kubectl: str, namespace: str, name: str, timeout: float = 30.0) -> None:
@@ -227,11 +229,14 @@ class SecretIdentity:
             "type": "Opaque",
             "data": {key: base64.b64encode(value).decode() for key, value in files.items()},
         }
-        done = self._run(["apply", "-f", "-"], json.dumps(secret).encode())
+        # server-side: a client-side apply would copy the whole Secret, device token and key
+        # included, into its last-applied-configuration annotation
+        done = self._run([*_APPLY], json.dumps(secret).encode())
         if done.returncode != 0:
+            hidden = applier_support.Redactor(_secret_texts(files))
             raise StateError(
                 f"cannot write Secret {self.namespace}/{self.name}: "
-                f"{done.stderr.decode(errors='replace').strip()}"
+                f"{hidden.clean(done.stderr.decode(errors='replace'))}"
             )
 
     def load(self) -> Identity | None:
@@ -337,6 +342,18 @@ def _bundle_from_json(data: dict[str, Any]) -> Bundle:
         data["manifests"],
         tuple(ResourceId.from_json(r) for r in data["resources"]),
     )
+
+
+def _secret_texts(files: dict[str, bytes]) -> list[str]:
+    """What must not appear in a message about ``files``: each secret value as the Secret
+    carries it (base64), as it is, and each of its lines."""
+    texts = []
+    for name in _SECRET_FILES & set(files):
+        value = files[name]
+        text = value.decode(errors="replace")
+        texts += [base64.b64encode(value).decode(), text.strip()]
+        texts += [line.strip() for line in text.splitlines() if not line.startswith("-----")]
+    return texts
 
 
 def _fsync_folder(folder: Path) -> None:

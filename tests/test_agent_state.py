@@ -237,7 +237,8 @@ def test_a_crash_during_the_first_save_leaves_no_identity_or_all_of_it(tmp_path:
 # A kubectl that keeps Secrets in a folder (FAKE_SECRETS) and records every run in
 # fakekubectl's log format: `get secret NAME -n NS -o json` answers the stored Secret or
 # kubectl's NotFound; `apply` stores the Secret from stdin whole (what a server-side apply by
-# the only field manager leaves); FAKE_FAIL names a verb that fails as a forbidden request.
+# the only field manager leaves); FAKE_FAIL names a verb that fails as a forbidden request,
+# FAKE_QUOTE one that fails quoting what it was given.
 SECRET_KUBECTL = r"""
 import base64, json, os, sys
 argv = sys.argv[1:]
@@ -249,6 +250,9 @@ with open(os.environ["FAKE_KUBE_LOG"], "a") as log:
 if argv[0] == os.environ.get("FAKE_FAIL"):
     sys.stderr.write('Error from server (Forbidden): secrets "x" is forbidden: User '
                      '"system:serviceaccount:edge:agent" cannot ' + argv[0] + '\n')
+    sys.exit(1)
+if argv[0] == os.environ.get("FAKE_QUOTE"):  # a server that quotes the object in its error
+    sys.stderr.write('Error from server (Invalid): Secret is invalid: ' + data.decode() + '\n')
     sys.exit(1)
 store = os.environ["FAKE_SECRETS"]
 if argv[:2] == ["get", "secret"]:
@@ -324,7 +328,10 @@ def test_a_missing_secret_is_no_identity(kube: Kube) -> None:
 def test_the_secret_holds_each_identity_file_in_base64(recording: Kube) -> None:
     secret_store().save(identity())
     [(tool, argv, stdin)] = recording.runs()
-    assert (tool, argv) == ("kubectl", ["apply", "-f", "-"])
+    assert (tool, argv) == (
+        "kubectl",
+        ["apply", "--server-side", "--field-manager=rciots-agent", "--force-conflicts", "-f", "-"],
+    )
     files = identity().to_files()
     assert json.loads(stdin) == {
         "apiVersion": "v1",
@@ -395,6 +402,23 @@ def test_a_kubectl_that_fails_to_write_names_the_secret(
         secret_store().save(identity())
     message = str(raised.value)
     assert message.startswith("cannot write Secret edge/rciots-agent-identity: Error from server")
+    assert identity().device_token not in message
+
+
+def test_a_write_error_that_quotes_the_secret_shows_none_of_its_secret_values(
+    kube: Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_QUOTE", "apply")
+    with pytest.raises(StateError) as raised:
+        secret_store().save(identity())
+    message = str(raised.value)
+    assert message.startswith(
+        "cannot write Secret edge/rciots-agent-identity: Error from server (Invalid): "
+    )
+    files = identity().to_files()
+    assert base64.b64encode(files["certificate.pem"]).decode() in message  # no secret
+    for name in ("device-token", "key.pem"):
+        assert base64.b64encode(files[name]).decode() not in message
     assert identity().device_token not in message
 
 
