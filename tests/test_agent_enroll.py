@@ -309,3 +309,27 @@ def test_a_controller_with_a_certificate_of_another_ca_is_not_trusted(
         assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value)
 
     with_controller(remote, tmp_path / "state", body)
+
+
+def test_a_url_that_is_not_https_is_refused_before_any_key_is_made(tmp_path: Path) -> None:
+    """Not an EnrollError with status 0, which the agent takes for 'unreachable' and retries
+    for ever: sending the token over plain HTTP is never going to be right."""
+    store = DirectoryIdentity(tmp_path / "identity")
+    with pytest.raises(ValueError, match=r"^the enrollment URL must be https://") as raised:
+        enroll.enroll(store, "http://127.0.0.1:8443", WAREHOUSE, "gw-01", enroll.trust_context())
+    assert not isinstance(raised.value, enroll.EnrollError)
+    assert store.load_pending_key() is None
+
+
+def test_a_ca_file_that_is_missing_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot be loaded") as raised:
+        enroll.trust_context(tmp_path / "root.pem")
+    assert str(raised.value) == (
+        f"the CA file {tmp_path / 'root.pem'} cannot be loaded: No such file or directory"
+    )
+
+
+def test_a_ca_file_that_is_no_certificate_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "root.pem").write_text("not a certificate\n")
+    with pytest.raises(ValueError, match=r"^the CA file .*root\.pem cannot be loaded: "):
+        enroll.trust_context(tmp_path / "root.pem")
