@@ -10,6 +10,7 @@ standard library (``urllib``): the agent needs no HTTP client package.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import platform
@@ -117,6 +118,10 @@ def _post(url: str, body: bytes, context: ssl.SSLContext) -> tuple[int, Mapping[
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise EnrollError(0, f"cannot reach {url}: {reason}") from None
+    except http.client.HTTPException as error:  # not HTTP, or an answer cut short
+        raise EnrollError(
+            0, f"no valid HTTP answer from {url}: {type(error).__name__}: {error}"
+        ) from None
 
 
 def _check_url(url: str) -> None:

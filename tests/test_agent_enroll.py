@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
+import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -319,6 +322,64 @@ def test_a_url_that_is_not_https_is_refused_before_any_key_is_made(tmp_path: Pat
         enroll.enroll(store, "http://127.0.0.1:8443", WAREHOUSE, "gw-01", enroll.trust_context())
     assert not isinstance(raised.value, enroll.EnrollError)
     assert store.load_pending_key() is None
+
+
+class NotHttp:
+    """A TLS server on loopback (certificate of a throwaway CA) that answers one request with
+    ``answer`` and closes: no HTTP at all, or an HTTP answer cut short."""
+
+    def __init__(self, folder: Path, answer: bytes) -> None:
+        self.files = gitserver.make_tls_files(folder)
+        self.answer = answer
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.files.server_cert, self.files.server_key)
+        connection, _ = self.listener.accept()
+        with context.wrap_socket(connection, server_side=True) as tls:
+            received = b""
+            while b"\r\n\r\n" not in received:  # the whole request, so that closing resets none
+                received += tls.recv(65536)
+            head, _, body = received.partition(b"\r\n\r\n")
+            length = int(head.lower().partition(b"content-length:")[2].split(b"\r\n")[0])
+            while len(body) < length:
+                body += tls.recv(65536)
+            tls.sendall(self.answer)
+
+    def close(self) -> None:
+        self.thread.join(timeout=10)
+        self.listener.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"SSH-2.0-OpenSSH_9.2\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{",
+    ],
+    ids=["not-http", "cut-short"],
+)
+def test_an_answer_that_is_not_http_is_retryable(tmp_path: Path, answer: bytes) -> None:
+    """http.client raised these past the agent as a traceback."""
+    server = NotHttp(tmp_path / "tls", answer)
+    try:
+        with pytest.raises(enroll.EnrollError) as raised:
+            enroll.enroll(
+                DirectoryIdentity(tmp_path / "identity"),
+                server.url,
+                WAREHOUSE,
+                "gw-01",
+                enroll.trust_context(server.files.ca_cert),
+            )
+    finally:
+        server.close()
+    assert raised.value.status == 0
+    assert raised.value.retryable
+    assert str(raised.value).startswith(f"no valid HTTP answer from {server.url}/v1/enroll: ")
 
 
 def test_a_ca_file_that_is_missing_is_a_clear_error(tmp_path: Path) -> None:
