@@ -55,6 +55,7 @@ class Agent:
         self.applier = _applier(config)
         self.identity: Identity | None = None
         self.session: protocol.AgentSession | None = None
+        self._connection: ClientConnection | None = None  # the session's, while it is open
         self.applied: tuple[Bundle, ApplyResult] | None = self.state.load_applied()
         self.inventory = self.state.load_inventory()
         self._latest: tuple[int, Bundle] | None = None  # desired, not yet applied
@@ -165,7 +166,7 @@ class Agent:
         session = protocol.AgentSession(
             identity.device_id, identity.device_token, __version__, base
         )
-        self.session = session
+        self.session, self._connection = session, connection
         status: asyncio.Task[None] | None = None
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -217,7 +218,7 @@ class Agent:
             log.info("disconnected: %s", received or closed_by_peer)
             return received.code if received else None
         finally:
-            self.session = None
+            self.session, self._connection = None, None
             stopping.cancel()
             if status is not None:
                 status.cancel()
@@ -230,6 +231,12 @@ class Agent:
             await connection.send(text)
         if session.closed is not None:
             await connection.close(session.closed.code, session.closed.reason)
+
+    async def _send_queued(self) -> None:
+        """Send what the session queued outside of the receive loop."""
+        if self._connection is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._flush(self._connection)
 
     async def _report_status(self, connection: ClientConnection, interval: int) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -277,6 +284,8 @@ class Agent:
             # when a newer desired waits, its applied answers this one too
             if self.session is not None and self._latest is None:
                 self.session.applied(generation, result)
+                # now: the session loop sends only after it receives something
+                await self._send_queued()
 
     def _record(self, bundle: Bundle, result: ApplyResult) -> None:
         self.state.save_inventory(self.inventory)

@@ -196,6 +196,24 @@ def test_a_stored_identity_is_used_without_asking_anyone(
 # -- connected --------------------------------------------------------------------------------
 
 
+def test_what_was_applied_is_reported_at_once_not_at_the_next_status(
+    shared_remote: gitserver.Remote, tmp_path: Path
+) -> None:
+    """With the connector's default status interval (30 s) the 'applied' must not wait for
+    the next status message to be sent."""
+    key = ("acme-sensors", "run-report")
+
+    async def body() -> None:
+        wanted = settings(shared_remote, tmp_path / "state", status_interval=30)
+        async with controller(wanted) as running:
+            agent = Running(agent_config(tmp_path / "agent", running, key[1]))
+            await in_sync(running, key, within=8)
+            assert agent.applied_digest() == desired(running, key)
+            await agent.halt()
+
+    aio.run(body(), timeout=30)
+
+
 def test_what_was_applied_keeps_running_while_the_controller_is_away(
     shared_remote: gitserver.Remote, tmp_path: Path
 ) -> None:
