@@ -147,14 +147,17 @@ class Agent:
             ) as connection:
                 return await self._session(connection, identity, stop)
         except InvalidStatus as refused:
+            status = refused.response.status_code
             log.warning(
                 "the connector refused the connection: HTTP %d %s",
-                refused.response.status_code,
+                status,
                 refused.response.body.decode(errors="replace").strip()
                 if refused.response.body
                 else "",
             )
-            return protocol.CloseCode.FORBIDDEN
+            # only a refusal of this device waits the longest; a busy or restarting
+            # connector (503, 502, ...) or a wrong path is retried with backoff and jitter
+            return protocol.CloseCode.FORBIDDEN if status in (401, 403) else None
         except (OSError, InvalidURI, TimeoutError, ssl.SSLError, ConnectionClosed) as exc:
             log.warning("cannot connect to %s: %s", url, exc)
             return None

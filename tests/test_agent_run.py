@@ -242,6 +242,29 @@ def waits(caplog: pytest.LogCaptureFixture) -> list[float]:
     return [float(m[1]) for r in caplog.records if (m := WAIT.fullmatch(r.getMessage()))]
 
 
+def test_a_busy_connector_is_retried_with_backoff_not_the_longest_wait(
+    shared_remote: gitserver.Remote, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """503 'too many connections' (the connector's cap per address before hello) is no
+    refusal of the device: waiting the longest, without jitter, would bring every agent
+    behind one address back at the same moment again."""
+    caplog.set_level(logging.INFO, logger="rciots.agent.run")
+
+    async def body() -> None:
+        wanted = settings(shared_remote, tmp_path / "state", max_waiting_per_address=0)
+        async with controller(wanted) as running:
+            made = agent_config(tmp_path / "agent", running, "run-busy", max_reconnect_delay=5.0)
+            agent = Running(made)
+            await aio.eventually(lambda: len(waits(caplog)) >= 1, within=10)
+            await agent.halt()
+        assert "the connector refused the connection: HTTP 503 too many connections" in [
+            r.getMessage() for r in caplog.records
+        ]
+        assert waits(caplog)[0] <= 1.0  # the first backoff step, not 5.0
+
+    aio.run(body(), timeout=30)
+
+
 def test_a_refused_device_waits_the_longest(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
