@@ -9,7 +9,9 @@ session queues, handle each event.
 - A restart neither enrolls again (the identity is kept) nor applies again (the last applied
   bundle is kept, and its digest goes in the hello, so the connector sends nothing new).
 - Applies run one at a time in a worker thread; when several desired states arrive during an
-  apply, only the newest is applied next (the protocol allows answering only that one).
+  apply, only the newest is applied next (the protocol allows answering only that one). An
+  apply is answered in the session that asked for it; when that session ended meanwhile and
+  what runs changed, the agent reconnects, so that its hello says what runs.
 - While disconnected nothing is undone: what was applied keeps running. Reconnects wait with
   capped exponential backoff and full jitter, reset after a session that lasted.
 - The certificate is renewed when the connector asks: a new key and CSR; the key replaces the
@@ -58,7 +60,8 @@ class Agent:
         self._connection: ClientConnection | None = None  # the session's, while it is open
         self.applied: tuple[Bundle, ApplyResult] | None = self.state.load_applied()
         self.inventory = self.state.load_inventory()
-        self._latest: tuple[int, Bundle] | None = None  # desired, not yet applied
+        # desired, not yet applied: the session that sent it, its generation, the bundle
+        self._latest: tuple[protocol.AgentSession, int, Bundle] | None = None
         self._wake = asyncio.Event()
         self._renewal_key: bytes | None = None
 
@@ -204,7 +207,7 @@ class Agent:
                             event.generation,
                             ", delta" if event.delta else "",
                         )
-                        self._latest = (event.generation, event.bundle)
+                        self._latest = (session, event.generation, event.bundle)
                         self._wake.set()
                     elif isinstance(event, protocol.RenewRequested):
                         self._renewal_key = enroll.new_key_pem()
@@ -275,7 +278,7 @@ class Agent:
             latest, self._latest = self._latest, None
             if latest is None:
                 continue
-            generation, bundle = latest
+            asked_by, generation, bundle = latest
             result = await asyncio.to_thread(self.applier.apply, bundle, self.inventory)
             self.inventory = applier.inventory_after(self.inventory, result)
             await asyncio.to_thread(self._record, bundle, result)
@@ -284,11 +287,32 @@ class Agent:
                 bundle.digest[:19],
                 "ok" if result.ok else f"failed ({result.error or 'see resources'})",
             )
-            # when a newer desired waits, its applied answers this one too
-            if self.session is not None and self._latest is None:
-                self.session.applied(generation, result)
-                # now: the session loop sends only after it receives something
-                await self._send_queued()
+            await self._answer(asked_by, generation, bundle, result)
+
+    async def _answer(
+        self,
+        asked_by: protocol.AgentSession,
+        generation: int,
+        bundle: Bundle,
+        result: ApplyResult,
+    ) -> None:
+        """Tell the connector what an apply gave, in the session that asked for it."""
+        session = self.session
+        # offline: the next hello says what runs; a newer desired's applied answers this one
+        if session is None or self._latest is not None:
+            return
+        if session is asked_by:
+            session.applied(generation, result)
+        elif result.ok and session.applied_digest != bundle.digest:
+            # The session that asked ended during the apply. This one started from the
+            # hello's digest, which is no longer what runs, and may never send the desired
+            # state again (it was reverted meanwhile, say): start again with a true hello.
+            log.info("what the device runs changed during a reconnect: reconnecting")
+            session.close(protocol.CloseCode.NORMAL, "the applied state changed")
+        else:
+            return
+        # now: the session loop sends only after it receives something
+        await self._send_queued()
 
     def _record(self, bundle: Bundle, result: ApplyResult) -> None:
         self.state.save_inventory(self.inventory)

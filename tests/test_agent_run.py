@@ -291,3 +291,55 @@ def test_a_refused_device_waits_the_longest(
         assert waits(caplog) == [5.0]
 
     aio.run(body(), timeout=30)
+
+
+# -- a connection that changes during an apply ------------------------------------------------
+
+
+def test_an_apply_that_ends_in_a_newer_session_leaves_the_device_on_the_desired_state(
+    tmp_path: Path,
+) -> None:
+    """The connection drops while an apply runs; meanwhile the change is reverted, and the
+    new session starts from the hello's digest, which is the reverted one: nothing is sent.
+    When the apply ends, the device runs the change, which nobody wants any more. The agent
+    must say so (a new hello) and apply the desired state again."""
+    remote = gitserver.make_remote(tmp_path / "fleet.git", source=EXAMPLE)
+    key = ("acme-sensors", "run-revert")
+    kustomization = f"{SMALL_TEMPLATE}/kustomization.yaml"
+    original = (remote.work / kustomization).read_text()
+
+    async def body() -> None:
+        wanted = settings(remote, tmp_path / "state")
+        wanted = dataclasses.replace(
+            wanted,
+            agents=dataclasses.replace(wanted.agents, listen=("127.0.0.1", gitserver.free_port())),
+        )
+        async with controller(wanted) as running:
+            assert running.connector is not None
+            agent = Running(agent_config(tmp_path / "agent", running, key[1]))
+            gate = Gate(agent.agent.applier)
+            agent.agent.applier = gate
+            await in_sync(running, key, within=8)
+            first = desired(running, key)
+
+            gate.close()
+            remote.commit({kustomization: original + "nameSuffix: -v2\n"}, "rename")
+            await aio.eventually(lambda: gate.entered.is_set(), within=10)
+            await running.connector.stop()  # the session drops during the apply
+            remote.commit({kustomization: original}, "revert the rename")
+            await aio.eventually(lambda: desired(running, key) == first, within=10)
+            await running.connector.start()
+            await aio.eventually(lambda: running.observed[key].connected, within=10)
+            gate.open()
+            await aio.eventually(lambda: gate.finished.is_set(), within=10)
+            assert agent.applied_digest() != first  # the device runs the reverted change
+
+            def back() -> bool:
+                """the device runs the desired state again, and the controller knows it"""
+                return agent.applied_digest() == first and reported(running, key) == first
+
+            await aio.eventually(back, within=10)
+            assert not agent.task.done()
+            await agent.halt()
+
+    aio.run(body(), timeout=60)
