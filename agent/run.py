@@ -35,7 +35,14 @@ from rciots.agent.atomicfile import write_atomically
 from rciots.agent.backoff import Backoff
 from rciots.agent.bundle import ApplyResult, Bundle
 from rciots.agent.config import AgentConfig
-from rciots.agent.state import DirectoryIdentity, Identity, IdentityStore, SecretIdentity, StateDir
+from rciots.agent.state import (
+    DirectoryIdentity,
+    Identity,
+    IdentityStore,
+    SecretIdentity,
+    StateDir,
+    StateError,
+)
 
 __all__ = ["Agent", "identity_store"]
 
@@ -199,7 +206,7 @@ class Agent:
                             self._report_status(connection, event.settings.status_interval)
                         )
                     elif isinstance(event, protocol.DesiredReceived):
-                        await asyncio.to_thread(self.state.save_desired, event.bundle)
+                        await asyncio.to_thread(self._record_desired, event.bundle)
                         log.info(
                             "desired %s (%s, generation %d%s)",
                             event.bundle.digest[:19],
@@ -315,10 +322,22 @@ class Agent:
         await self._send_queued()
 
     def _record(self, bundle: Bundle, result: ApplyResult) -> None:
-        self.state.save_inventory(self.inventory)
-        if result.ok or self.applied is None:
-            self.state.save_applied(bundle, result)
+        remember = result.ok or self.applied is None
+        if remember:
             self.applied = (bundle, result)
+        try:
+            self.state.save_inventory(self.inventory)
+            if remember:
+                self.state.save_applied(bundle, result)
+        except StateError as exc:
+            # the apply happened and is answered; only its record is lost (a full disk)
+            log.error("%s; after a restart the agent may apply again or prune less", exc)
+
+    def _record_desired(self, bundle: Bundle) -> None:
+        try:
+            self.state.save_desired(bundle)  # for people and tools to look at; never read
+        except StateError as exc:
+            log.error("%s", exc)
 
     # -- TLS ---------------------------------------------------------------------------------
 

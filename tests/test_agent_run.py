@@ -343,3 +343,36 @@ def test_an_apply_that_ends_in_a_newer_session_leaves_the_device_on_the_desired_
             await agent.halt()
 
     aio.run(body(), timeout=60)
+
+
+def test_state_files_that_cannot_be_written_do_not_stop_applying(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk, say: the apply happened and is reported; only its record is lost."""
+    caplog.set_level(logging.INFO, logger="rciots.agent.run")
+    remote = gitserver.make_remote(tmp_path / "fleet.git", source=EXAMPLE)
+    key = ("acme-sensors", "run-disk-full")
+    kustomization = f"{SMALL_TEMPLATE}/kustomization.yaml"
+
+    async def body() -> None:
+        async with controller(settings(remote, tmp_path / "state")) as running:
+            agent = Running(agent_config(tmp_path / "agent", running, key[1]))
+            await in_sync(running, key, within=8)
+            first = desired(running, key)
+            for name in ("desired.json", "applied.json"):  # a rename over them fails
+                (tmp_path / "agent" / name).unlink()
+                (tmp_path / "agent" / name).mkdir()
+            original = (remote.work / kustomization).read_text()
+            remote.commit({kustomization: original + "nameSuffix: -v2\n"}, "rename")
+            await aio.eventually(lambda: desired(running, key) != first, within=10)
+            await in_sync(running, key, within=10)
+            assert agent.applied_digest() == desired(running, key)
+            assert not agent.task.done()
+            await agent.halt()
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert [e.split(" cannot be written")[0] for e in errors] == [
+            str(tmp_path / "agent" / "desired.json"),
+            str(tmp_path / "agent" / "applied.json"),
+        ]
+
+    aio.run(body(), timeout=30)
