@@ -163,6 +163,20 @@ def test_a_bad_environment_variable_exits_2_naming_it(
     )
 
 
+@pytest.mark.parametrize("argv", [["--token", WAREHOUSE], [f"--token={WAREHOUSE}"]])
+def test_a_token_on_the_command_line_is_refused_without_repeating_it(
+    argv: list[str], empty_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse took --token for an abbreviation of --token-file before: the token became a
+    file name, and the error spoke of a token file that does not exist."""
+    assert cli.main(["--config", str(empty_config), *argv, "show"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "rciots-agent: error: the token is never taken from the command line, where other "
+        "users can read it: name a file holding it with --token-file, or set $RCIOTS_TOKEN\n"
+    )
+
+
 def test_a_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--config", str(tmp_path / "absent.toml"), "show"]) == 2
     assert capsys.readouterr().err == (
