@@ -96,7 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rciots-agent: error: {exc}", file=sys.stderr)
         return 2
     if args.command == "show":
-        return _show(settings)
+        try:
+            return _show(settings)
+        except (state.StateError, ValueError) as exc:
+            print(f"rciots-agent: error: {exc}", file=sys.stderr)
+            return 1
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

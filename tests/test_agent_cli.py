@@ -185,6 +185,44 @@ def test_a_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     )
 
 
+def test_show_with_an_unreadable_identity_exits_1_saying_why(
+    tmp_path: Path, empty_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "state" / "identity").mkdir(parents=True)
+    (tmp_path / "state" / "identity" / "identity.json").write_text("{not json")
+    argv = ["--config", str(empty_config), "--state-dir", str(tmp_path / "state"), "show"]
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err.startswith(
+        f"rciots-agent: error: the identity in {tmp_path / 'state' / 'identity'} cannot be read: "
+    )
+
+
+def test_run_with_a_ca_file_that_is_missing_exits_1_saying_why(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(WAREHOUSE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RCIOTS_")}
+    env["RCIOTS_TOKEN_FILE"] = str(tmp_path / "token")
+    (tmp_path / "agent.toml").write_text(
+        'enroll_url = "https://127.0.0.1:9"\n'
+        f'ca_file = "{tmp_path / "root.pem"}"\n'
+        f'state_dir = "{tmp_path / "state"}"\n'
+    )
+    done = subprocess.run(
+        [str(AGENT), "--config", str(tmp_path / "agent.toml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.rstrip().endswith(
+        f"ERROR rciots.agent: the CA file {tmp_path / 'root.pem'} cannot be loaded: "
+        "No such file or directory"
+    )
+    assert "Traceback" not in done.stderr
+    assert WAREHOUSE not in done.stderr + str(done.args)
+
+
 # -- the real process -------------------------------------------------------------------------
 
 CONTROLLER = """
