@@ -8,6 +8,8 @@ from reading the file and the secret files it names.
 
 Secrets (the provisioning token) come from a file or the environment, never from the command
 line, where any user could read them with ``ps``.
+
+``python -m rciots.agent.config --markdown`` prints the reference table of docs/agent.md.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from __future__ import annotations
 import math
 import re
 import socket
+import sys
 import tomllib
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OPTIONS", "AgentConfig", "ConfigError", "Option", "load"]
+__all__ = ["OPTIONS", "AgentConfig", "ConfigError", "Option", "load", "reference_markdown"]
 
 DEFAULT_CONFIG_FILE = Path("/etc/rciots/agent.toml")
 
@@ -287,3 +290,35 @@ def _is_url(text: str, scheme: str) -> bool:
     except ValueError:
         return False
     return parts.scheme.lower() == scheme and bool(parts.hostname)
+
+
+def reference_markdown() -> str:
+    """The configuration reference in docs/agent.md: a Markdown table made from ``OPTIONS``,
+    one row per option (a test fails when the page and this differ)."""
+    rows = [
+        "| option (file) | command line | environment | default | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for option in OPTIONS:
+        if option.secret:  # neither in the file nor on the command line
+            in_file, flag = "—", "—"
+        else:
+            in_file = f"`{option.name}`"
+            flag = f"`--{option.name.replace('_', '-')}`"
+        if option.name == "labels":
+            flag = "`--label KEY=VALUE`, repeated"
+        default = "—" if option.default in (None, "") else f"`{option.default}`"
+        rows.append(f"| {in_file} | {flag} | `{option.env}` | {default} | {option.help} |")
+    return "\n".join(rows) + "\n"
+
+
+def _main(argv: Sequence[str]) -> int:
+    if list(argv) != ["--markdown"]:
+        print("usage: python -m rciots.agent.config --markdown", file=sys.stderr)
+        return 2
+    sys.stdout.write(reference_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
