@@ -161,38 +161,48 @@ def test_a_new_identity_replaces_the_old_one(tmp_path: Path) -> None:
     assert store.load() == identity("b")
 
 
-# A save in a process of its own that dies (os._exit, as in a power cut) before its N-th
-# rename: every file of the identity becomes visible through one rename.
-CRASHING_SAVE = """
+# Saves in processes of their own (forked from one interpreter, which imports the agent once),
+# each dying (os._exit, as in a power cut) before its N-th rename: every file of the identity
+# becomes visible through one rename. Prints each child's exit status.
+CRASHING_SAVES = """
 import base64, json, os, sys
 from pathlib import Path
 from rciots.agent.state import DirectoryIdentity, Identity
-folder, limit, files = Path(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
-real_replace, renames = os.replace, [0]
-def replace(source, target):
-    if renames[0] == limit:
-        os._exit(3)
-    renames[0] += 1
-    real_replace(source, target)
-os.replace = replace
+jobs, files = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 identity = Identity.from_files({k: base64.b64decode(v) for k, v in files.items()})
-DirectoryIdentity(folder).save(identity)
-os._exit(0)
+statuses = []
+for folder, limit in jobs:
+    pid = os.fork()
+    if pid == 0:
+        real_replace, renames = os.replace, [0]
+        def replace(source, target):
+            if renames[0] == limit:
+                os._exit(3)
+            renames[0] += 1
+            real_replace(source, target)
+        os.replace = replace
+        DirectoryIdentity(Path(folder)).save(identity)
+        os._exit(0)
+    statuses.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+print(json.dumps(statuses))
 """
+RENAMES = 12  # a save makes 10 (5 files written, then moved in): the last ones finish
 
 
-def save_crashing(folder: Path, saved: Identity, renames: int) -> bool:
-    """Save ``saved`` in a process that dies before rename number ``renames``; True when it
-    died, False when the save finished first."""
+def save_crashing(folders: list[Path], saved: Identity) -> list[bool]:
+    """Save ``saved`` into each folder in a process that dies before rename number i (i, the
+    folder's index); for each, True when it died, False when the save finished first."""
     files = {k: base64.b64encode(v).decode() for k, v in saved.to_files().items()}
+    jobs = [(str(folder), limit) for limit, folder in enumerate(folders)]
     done = subprocess.run(
-        [sys.executable, "-c", CRASHING_SAVE, str(folder), str(renames), json.dumps(files)],
+        [sys.executable, "-c", CRASHING_SAVES, json.dumps(jobs), json.dumps(files)],
         capture_output=True,
         text=True,
-        check=False,
+        check=True,
     )
-    assert done.returncode in (0, 3), done.stderr
-    return done.returncode == 3
+    statuses = json.loads(done.stdout)
+    assert set(statuses) <= {0, 3}, done.stderr
+    return [status == 3 for status in statuses]
 
 
 def test_a_crash_at_any_point_of_a_replacement_leaves_the_old_or_the_new_identity(
@@ -201,35 +211,35 @@ def test_a_crash_at_any_point_of_a_replacement_leaves_the_old_or_the_new_identit
     """A certificate renewal saves a new key and certificate over the old ones: a crash in
     between must never leave the new key with the old certificate (TLS would refuse the pair
     for good, and the device could not connect again)."""
-    crashed = 0
-    for renames in range(50):
-        folder = tmp_path / f"identity-{renames}"
+    folders = [tmp_path / f"identity-{renames}" for renames in range(RENAMES)]
+    for folder in folders:
         DirectoryIdentity(folder).save(identity("a"))
-        died = save_crashing(folder, identity("b"), renames)
-        assert DirectoryIdentity(folder).load() in (identity("a"), identity("b")), renames
-        if not died:
-            break
-        crashed += 1
-    else:
-        pytest.fail("the save never finished")
-    assert crashed >= 5  # it died at every rename of the five files, at least
-    assert DirectoryIdentity(folder).load() == identity("b")
+    died = save_crashing(folders, identity("b"))
+    assert died.count(True) >= 5  # it died at every rename of the five files, at least
+    assert died[-1] is False  # and the last save finished
+    for renames, folder in enumerate(folders):
+        loaded = DirectoryIdentity(folder).load()
+        assert loaded in (identity("a"), identity("b")), renames
+        if not died[renames]:
+            assert loaded == identity("b")
 
 
 def test_a_crash_during_the_first_save_leaves_no_identity_or_all_of_it(tmp_path: Path) -> None:
     """Before identity.json is in place the pending key stays, so that enrolling again sends
     the same key (which the controller knows)."""
-    for renames in range(50):
-        folder = tmp_path / f"identity-{renames}"
+    folders = [tmp_path / f"identity-{renames}" for renames in range(RENAMES)]
+    for folder in folders:
         DirectoryIdentity(folder).save_pending_key(PENDING_KEY)
-        died = save_crashing(folder, identity("b"), renames)
+    died = save_crashing(folders, identity("b"))
+    assert died.count(True) >= 5
+    for renames, folder in enumerate(folders):
         loaded = DirectoryIdentity(folder).load()
         assert loaded in (None, identity("b")), renames
         if loaded is None:
             assert DirectoryIdentity(folder).load_pending_key() == PENDING_KEY
-        if not died:
-            break
-    assert DirectoryIdentity(folder).load_pending_key() is None
+        if not died[renames]:
+            assert loaded == identity("b")
+            assert DirectoryIdentity(folder).load_pending_key() is None
 
 
 # -- SecretIdentity ---------------------------------------------------------------------------
