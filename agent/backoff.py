@@ -8,6 +8,7 @@ source, which is a parameter.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
@@ -23,7 +24,8 @@ class Backoff:
         cap: float = 300.0,
         draw: Callable[[float, float], float] = random.uniform,
     ) -> None:
-        if base <= 0 or cap < base:
+        # NaN passes both comparisons below, and an infinite cap is a wait of for ever
+        if not (math.isfinite(base) and math.isfinite(cap)) or base <= 0 or cap < base:
             raise ValueError(f"backoff needs 0 < base <= cap, not {base} and {cap}")
         self.base = base
         self.cap = cap

@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
             metavar=option.name.split("_")[-1].upper(),
             help=f"{option.help}{default}; ${option.env}",
         )
+    # not an option: caught so that argparse cannot take it for an abbreviation of
+    # --token-file, and so that the refusal does not repeat the token
+    parser.add_argument("--token", dest="token_given", help=argparse.SUPPRESS)
     parser.add_argument(
         "--label",
         action="append",
@@ -77,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.token_given is not None:
+        print(
+            "rciots-agent: error: the token is never taken from the command line, where other "
+            "users can read it: name a file holding it with --token-file, or set $RCIOTS_TOKEN",
+            file=sys.stderr,
+        )
+        return 2
     options = {o.name: getattr(args, o.name, None) for o in config.OPTIONS if not o.secret}
     if args.label:
         options["labels"] = ",".join(args.label)
@@ -86,7 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rciots-agent: error: {exc}", file=sys.stderr)
         return 2
     if args.command == "show":
-        return _show(settings)
+        try:
+            return _show(settings)
+        except (state.StateError, ValueError) as exc:
+            print(f"rciots-agent: error: {exc}", file=sys.stderr)
+            return 1
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -8,18 +8,24 @@ from reading the file and the secret files it names.
 
 Secrets (the provisioning token) come from a file or the environment, never from the command
 line, where any user could read them with ``ps``.
+
+``python -m rciots.agent.config --markdown`` prints the reference table of docs/agent.md.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import socket
+import sys
 import tomllib
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OPTIONS", "AgentConfig", "ConfigError", "Option", "load"]
+__all__ = ["OPTIONS", "AgentConfig", "ConfigError", "Option", "load", "reference_markdown"]
 
 DEFAULT_CONFIG_FILE = Path("/etc/rciots/agent.toml")
 
@@ -137,6 +143,12 @@ class AgentConfig:
 
 _APPLIERS = ("directory", "podman", "kubectl", "oc")
 _PATHS = {"ca_file", "state_dir", "output_dir"}
+_URLS = (
+    ("enroll_url", "https", "https://controller.example:8443"),
+    ("connector_url", "wss", "wss://controller.example:8444/v1/connect"),
+)
+_TOKEN_OPTIONS = ("token_file", "token")
+_SECRET_NAME = re.compile(r"[^/\s]+/[^/\s]+")
 
 
 def load(
@@ -148,31 +160,46 @@ def load(
     environment and the command line's options (name -> value; None values are unset)."""
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
+
+    def put(name: str, value: object, source: str) -> None:
+        # token and token_file are one setting given two ways: a later source that gives
+        # either replaces both (within one source, the token itself wins: it comes later)
+        if name in _TOKEN_OPTIONS:
+            for other in _TOKEN_OPTIONS:
+                values.pop(other, None)
+                sources.pop(other, None)
+        values[name], sources[name] = value, source
+
     path = file if file is not None else DEFAULT_CONFIG_FILE
     if file is not None or path.exists():
         for name, value in _read_file(path).items():
-            values[name], sources[name] = value, str(path)
+            put(name, value, str(path))
     for option in OPTIONS:
         if option.env in environ and environ[option.env] != "":
-            values[option.name], sources[option.name] = environ[option.env], option.env
+            put(option.name, environ[option.env], option.env)
     for name, value in command_line.items():
         if value is not None:
-            values[name], sources[name] = value, f"--{name.replace('_', '-')}"
+            put(name, value, f"--{name.replace('_', '-')}")
     return _build(values, sources)
 
 
 def _read_file(path: Path) -> dict[str, object]:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode())
     except OSError as exc:
         raise ConfigError(f"cannot read the configuration file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; the locale's encoding does not matter
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     known = {option.name for option in OPTIONS}
     unknown = sorted(set(data) - known)
     if unknown:
+        offered = sorted(option.name for option in OPTIONS if not option.secret)
         raise ConfigError(
-            f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(offered)}"
         )
     if "token" in data:
         raise ConfigError(
@@ -195,10 +222,14 @@ def _build(values: dict[str, object], sources: Mapping[str, str]) -> AgentConfig
             settings["labels"] = _labels(value, where("labels"))
         elif option.kind is float:
             try:
-                settings[option.name] = float(str(value))
+                number = float(str(value))
             except ValueError:
                 raise ConfigError(f"{where(option.name)}: not a number: {value!r}") from None
-            if settings[option.name] <= 0:
+            # NaN passes every comparison and inf would wait for ever
+            if not math.isfinite(number):
+                raise ConfigError(f"{where(option.name)}: not a finite number: {value!r}")
+            settings[option.name] = number
+            if number <= 0:
                 raise ConfigError(f"{where(option.name)}: must be more than 0")
         elif option.name in _PATHS:
             settings[option.name] = Path(str(value))
@@ -206,13 +237,31 @@ def _build(values: dict[str, object], sources: Mapping[str, str]) -> AgentConfig
             settings[option.name] = str(value)
     if settings.get("applier", "directory") not in _APPLIERS:
         raise ConfigError(f"{where('applier')}: must be one of {', '.join(_APPLIERS)}")
+    # found here, not at the first request: a bad URL is no reason to retry
+    for name, scheme, example in _URLS:
+        url = settings.get(name)
+        if url is not None and not _is_url(url, scheme):
+            raise ConfigError(
+                f"{where(name)}: must be a{'n' if scheme == 'https' else ''} {scheme}:// URL with "
+                f"a host, such as {example}, not {url!r}"
+            )
+    secret = settings.get("identity_secret")
+    if secret is not None and not _SECRET_NAME.fullmatch(secret):
+        raise ConfigError(
+            f"{where('identity_secret')}: must be NAMESPACE/NAME, such as "
+            f"edge/rciots-agent-identity, not {secret!r}"
+        )
     token = values.get("token")
+    if token is not None:  # copied with its newline, as a token file often is
+        token = str(token).strip()
     token_file = values.get("token_file")
     if token_file is not None and token is None:
         try:
-            token = Path(str(token_file)).read_text().strip()
+            token = Path(str(token_file)).read_bytes().decode().strip()
         except OSError as exc:
             raise ConfigError(f"{where('token_file')}: cannot read it: {exc.strerror}") from None
+        except UnicodeDecodeError:  # no byte of it in the message: it is a secret
+            raise ConfigError(f"{where('token_file')}: not UTF-8 text") from None
         if not token:
             raise ConfigError(f"{where('token_file')}: the file is empty")
     settings["token"] = str(token) if token else None
@@ -232,3 +281,44 @@ def _labels(value: object, where: str) -> dict[str, str]:
             raise ConfigError(f"{where}: {item!r} is not key=value")
         labels[key] = label
     return labels
+
+
+def _is_url(text: str, scheme: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is no number
+    except ValueError:
+        return False
+    return parts.scheme.lower() == scheme and bool(parts.hostname)
+
+
+def reference_markdown() -> str:
+    """The configuration reference in docs/agent.md: a Markdown table made from ``OPTIONS``,
+    one row per option (a test fails when the page and this differ)."""
+    rows = [
+        "| option (file) | command line | environment | default | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for option in OPTIONS:
+        if option.secret:  # neither in the file nor on the command line
+            in_file, flag = "—", "—"
+        else:
+            in_file = f"`{option.name}`"
+            flag = f"`--{option.name.replace('_', '-')}`"
+        if option.name == "labels":
+            flag = "`--label KEY=VALUE`, repeated"
+        default = "—" if option.default in (None, "") else f"`{option.default}`"
+        rows.append(f"| {in_file} | {flag} | `{option.env}` | {default} | {option.help} |")
+    return "\n".join(rows) + "\n"
+
+
+def _main(argv: Sequence[str]) -> int:
+    if list(argv) != ["--markdown"]:
+        print("usage: python -m rciots.agent.config --markdown", file=sys.stderr)
+        return 2
+    sys.stdout.write(reference_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -10,11 +10,13 @@ standard library (``urllib``): the agent needs no HTTP client package.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import platform
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -83,10 +85,15 @@ def make_csr(key_pem: bytes, name: str) -> str:
 
 
 def trust_context(ca_file: Path | None = None, ca_pem: bytes | None = None) -> ssl.SSLContext:
-    """Server certificate checks against ``ca_file``/``ca_pem``, or the system's CAs."""
+    """Server certificate checks against ``ca_file``/``ca_pem``, or the system's CAs.
+    ValueError, naming the file, when ``ca_file`` cannot be read or holds no certificate."""
     context = ssl.create_default_context()
     if ca_file is not None:
-        context.load_verify_locations(cafile=str(ca_file))
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:  # a configuration error: retrying cannot help
+            why = exc.strerror if isinstance(exc, FileNotFoundError) else str(exc)
+            raise ValueError(f"the CA file {ca_file} cannot be loaded: {why}") from None
     if ca_pem:
         context.load_verify_locations(cadata=ca_pem.decode())
     return context
@@ -96,8 +103,7 @@ Post = Callable[[str, bytes, ssl.SSLContext], tuple[int, Mapping[str, str], byte
 
 
 def _post(url: str, body: bytes, context: ssl.SSLContext) -> tuple[int, Mapping[str, str], bytes]:
-    if not url.startswith("https://"):
-        raise EnrollError(0, f"the enrollment URL must start with https://, not {url!r}")
+    _check_url(url)
     request = urllib.request.Request(  # noqa: S310 -- https only, checked above
         url,
         data=body,
@@ -112,6 +118,17 @@ def _post(url: str, body: bytes, context: ssl.SSLContext) -> tuple[int, Mapping[
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise EnrollError(0, f"cannot reach {url}: {reason}") from None
+    except http.client.HTTPException as error:  # not HTTP, or an answer cut short
+        raise EnrollError(
+            0, f"no valid HTTP answer from {url}: {type(error).__name__}: {error}"
+        ) from None
+
+
+def _check_url(url: str) -> None:
+    """ValueError, not a retryable EnrollError: the token must never travel in plain HTTP,
+    and waiting will not change the URL."""
+    if urllib.parse.urlsplit(url).scheme.lower() != "https":
+        raise ValueError(f"the enrollment URL must be https://..., not {url!r}")
 
 
 def enroll(
@@ -124,7 +141,9 @@ def enroll(
     post: Post = _post,
 ) -> Identity | Pending:
     """One enrollment request; the identity (also saved in ``store``) or Pending. EnrollError
-    for a refusal, saying why (the controller's words)."""
+    for a refusal, saying why (the controller's words); ValueError for a URL that is not
+    https://."""
+    _check_url(enroll_url)
     key_pem = store.load_pending_key()
     if key_pem is None:
         key_pem = new_key_pem()

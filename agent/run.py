@@ -9,7 +9,9 @@ session queues, handle each event.
 - A restart neither enrolls again (the identity is kept) nor applies again (the last applied
   bundle is kept, and its digest goes in the hello, so the connector sends nothing new).
 - Applies run one at a time in a worker thread; when several desired states arrive during an
-  apply, only the newest is applied next (the protocol allows answering only that one).
+  apply, only the newest is applied next (the protocol allows answering only that one). An
+  apply is answered in the session that asked for it; when that session ended meanwhile and
+  what runs changed, the agent reconnects, so that its hello says what runs.
 - While disconnected nothing is undone: what was applied keeps running. Reconnects wait with
   capped exponential backoff and full jitter, reset after a session that lasted.
 - The certificate is renewed when the connector asks: a new key and CSR; the key replaces the
@@ -33,7 +35,14 @@ from rciots.agent.atomicfile import write_atomically
 from rciots.agent.backoff import Backoff
 from rciots.agent.bundle import ApplyResult, Bundle
 from rciots.agent.config import AgentConfig
-from rciots.agent.state import DirectoryIdentity, Identity, IdentityStore, SecretIdentity, StateDir
+from rciots.agent.state import (
+    DirectoryIdentity,
+    Identity,
+    IdentityStore,
+    SecretIdentity,
+    StateDir,
+    StateError,
+)
 
 __all__ = ["Agent", "identity_store"]
 
@@ -55,9 +64,11 @@ class Agent:
         self.applier = _applier(config)
         self.identity: Identity | None = None
         self.session: protocol.AgentSession | None = None
+        self._connection: ClientConnection | None = None  # the session's, while it is open
         self.applied: tuple[Bundle, ApplyResult] | None = self.state.load_applied()
         self.inventory = self.state.load_inventory()
-        self._latest: tuple[int, Bundle] | None = None  # desired, not yet applied
+        # desired, not yet applied: the session that sent it, its generation, the bundle
+        self._latest: tuple[protocol.AgentSession, int, Bundle] | None = None
         self._wake = asyncio.Event()
         self._renewal_key: bytes | None = None
 
@@ -146,14 +157,17 @@ class Agent:
             ) as connection:
                 return await self._session(connection, identity, stop)
         except InvalidStatus as refused:
+            status = refused.response.status_code
             log.warning(
                 "the connector refused the connection: HTTP %d %s",
-                refused.response.status_code,
+                status,
                 refused.response.body.decode(errors="replace").strip()
                 if refused.response.body
                 else "",
             )
-            return protocol.CloseCode.FORBIDDEN
+            # only a refusal of this device waits the longest; a busy or restarting
+            # connector (503, 502, ...) or a wrong path is retried with backoff and jitter
+            return protocol.CloseCode.FORBIDDEN if status in (401, 403) else None
         except (OSError, InvalidURI, TimeoutError, ssl.SSLError, ConnectionClosed) as exc:
             log.warning("cannot connect to %s: %s", url, exc)
             return None
@@ -165,7 +179,7 @@ class Agent:
         session = protocol.AgentSession(
             identity.device_id, identity.device_token, __version__, base
         )
-        self.session = session
+        self.session, self._connection = session, connection
         status: asyncio.Task[None] | None = None
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -192,7 +206,7 @@ class Agent:
                             self._report_status(connection, event.settings.status_interval)
                         )
                     elif isinstance(event, protocol.DesiredReceived):
-                        await asyncio.to_thread(self.state.save_desired, event.bundle)
+                        await asyncio.to_thread(self._record_desired, event.bundle)
                         log.info(
                             "desired %s (%s, generation %d%s)",
                             event.bundle.digest[:19],
@@ -200,7 +214,7 @@ class Agent:
                             event.generation,
                             ", delta" if event.delta else "",
                         )
-                        self._latest = (event.generation, event.bundle)
+                        self._latest = (session, event.generation, event.bundle)
                         self._wake.set()
                     elif isinstance(event, protocol.RenewRequested):
                         self._renewal_key = enroll.new_key_pem()
@@ -217,7 +231,7 @@ class Agent:
             log.info("disconnected: %s", received or closed_by_peer)
             return received.code if received else None
         finally:
-            self.session = None
+            self.session, self._connection = None, None
             stopping.cancel()
             if status is not None:
                 status.cancel()
@@ -230,6 +244,12 @@ class Agent:
             await connection.send(text)
         if session.closed is not None:
             await connection.close(session.closed.code, session.closed.reason)
+
+    async def _send_queued(self) -> None:
+        """Send what the session queued outside of the receive loop."""
+        if self._connection is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._flush(self._connection)
 
     async def _report_status(self, connection: ClientConnection, interval: int) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -265,7 +285,7 @@ class Agent:
             latest, self._latest = self._latest, None
             if latest is None:
                 continue
-            generation, bundle = latest
+            asked_by, generation, bundle = latest
             result = await asyncio.to_thread(self.applier.apply, bundle, self.inventory)
             self.inventory = applier.inventory_after(self.inventory, result)
             await asyncio.to_thread(self._record, bundle, result)
@@ -274,15 +294,50 @@ class Agent:
                 bundle.digest[:19],
                 "ok" if result.ok else f"failed ({result.error or 'see resources'})",
             )
-            # when a newer desired waits, its applied answers this one too
-            if self.session is not None and self._latest is None:
-                self.session.applied(generation, result)
+            await self._answer(asked_by, generation, bundle, result)
+
+    async def _answer(
+        self,
+        asked_by: protocol.AgentSession,
+        generation: int,
+        bundle: Bundle,
+        result: ApplyResult,
+    ) -> None:
+        """Tell the connector what an apply gave, in the session that asked for it."""
+        session = self.session
+        # offline: the next hello says what runs; a newer desired's applied answers this one
+        if session is None or self._latest is not None:
+            return
+        if session is asked_by:
+            session.applied(generation, result)
+        elif result.ok and session.applied_digest != bundle.digest:
+            # The session that asked ended during the apply. This one started from the
+            # hello's digest, which is no longer what runs, and may never send the desired
+            # state again (it was reverted meanwhile, say): start again with a true hello.
+            log.info("what the device runs changed during a reconnect: reconnecting")
+            session.close(protocol.CloseCode.NORMAL, "the applied state changed")
+        else:
+            return
+        # now: the session loop sends only after it receives something
+        await self._send_queued()
 
     def _record(self, bundle: Bundle, result: ApplyResult) -> None:
-        self.state.save_inventory(self.inventory)
-        if result.ok or self.applied is None:
-            self.state.save_applied(bundle, result)
+        remember = result.ok or self.applied is None
+        if remember:
             self.applied = (bundle, result)
+        try:
+            self.state.save_inventory(self.inventory)
+            if remember:
+                self.state.save_applied(bundle, result)
+        except StateError as exc:
+            # the apply happened and is answered; only its record is lost (a full disk)
+            log.error("%s; after a restart the agent may apply again or prune less", exc)
+
+    def _record_desired(self, bundle: Bundle) -> None:
+        try:
+            self.state.save_desired(bundle)  # for people and tools to look at; never read
+        except StateError as exc:
+            log.error("%s", exc)
 
     # -- TLS ---------------------------------------------------------------------------------
 

@@ -6,8 +6,10 @@ A restart then neither enrolls again nor applies again what is already applied.
 
 Two places for the identity (device id, device token, key, certificate, CA):
 
-- ``DirectoryIdentity``: files in the state directory, written atomically, the secret ones
-  readable by the owner only;
+- ``DirectoryIdentity``: files in the state directory, the secret ones readable by the owner
+  only, replaced all together: a new identity (a renewed key and certificate) is written
+  into a staging folder first and then moved in, ``identity.json`` last; a crash during the
+  move is finished by the next ``load``, so the files never mix two identities;
 - ``SecretIdentity``: a Kubernetes Secret, through ``kubectl``/``oc`` (argv lists, the Secret
   as JSON on stdin), for an agent running in a cluster whose pod has no durable disk.
 
@@ -18,12 +20,17 @@ file replaced atomically: a crash leaves the old or the new one, never half.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from rciots.agent import applier_support
 from rciots.agent.atomicfile import write_atomically
 from rciots.agent.bundle import ApplyResult, Bundle, ResourceId, ResourceResult
 
@@ -35,6 +42,9 @@ __all__ = [
     "StateDir",
     "StateError",
 ]
+
+
+_T = TypeVar("_T")
 
 
 class StateError(Exception):
@@ -84,6 +94,10 @@ class Identity:
 
 IDENTITY_FILES = ("identity.json", "device-token", "key.pem", "certificate.pem", "ca.pem")
 _SECRET_FILES = {"device-token", "key.pem", "pending-key.pem"}
+# identity.json last: it marks an identity (in the folder, or staged) as complete
+_WRITE_ORDER = (*IDENTITY_FILES[1:], IDENTITY_FILES[0])
+_STAGING = "incoming"  # a subfolder where a new identity is written before it moves in
+_APPLY = ("apply", "--server-side", "--field-manager=rciots-agent", "--force-conflicts", "-f", "-")
 
 
 class IdentityStore(Protocol):
@@ -103,22 +117,44 @@ class DirectoryIdentity:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def load(self) -> Identity | None:
-        if not (self.folder / "identity.json").exists():
-            return None
         try:
+            if (self.folder / _STAGING / "identity.json").exists():
+                self._move_in()  # a save that a crash interrupted after it was complete
+            if not (self.folder / "identity.json").exists():
+                return None
             files = {name: (self.folder / name).read_bytes() for name in IDENTITY_FILES}
             return Identity.from_files(files)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StateError(f"the identity in {self.folder} cannot be read: {exc}") from None
 
     def save(self, identity: Identity) -> None:
+        try:
+            self._save(identity)
+        except OSError as exc:
+            raise StateError(f"the identity in {self.folder} cannot be written: {exc}") from None
+
+    def _save(self, identity: Identity) -> None:
         self._ensure()
+        staging = self.folder / _STAGING
+        shutil.rmtree(staging, ignore_errors=True)  # half of an earlier save: never complete
+        staging.mkdir(mode=0o700)
         files = identity.to_files()
-        # identity.json last: it marks the identity as complete
-        for name in sorted(files, key=lambda n: n == "identity.json"):
+        for name in _WRITE_ORDER:
             mode = 0o600 if name in _SECRET_FILES else 0o644
-            write_atomically(self.folder / name, files[name], mode)
+            write_atomically(staging / name, files[name], mode)
+        self._move_in()
         (self.folder / "pending-key.pem").unlink(missing_ok=True)
+
+    def _move_in(self) -> None:
+        """Move the complete identity staged in ``incoming/`` into place, identity.json last,
+        each rename made durable before the next: until the last one, ``incoming/identity.json``
+        is still there and the next ``load`` finishes the move."""
+        staging = self.folder / _STAGING
+        for name in _WRITE_ORDER:
+            with contextlib.suppress(FileNotFoundError):  # moved before a crash
+                os.replace(staging / name, self.folder / name)
+                _fsync_folder(self.folder)
+        shutil.rmtree(staging, ignore_errors=True)
 
     def load_pending_key(self) -> bytes | None:
         path = self.folder / "pending-key.pem"
@@ -129,16 +165,19 @@ class DirectoryIdentity:
         if key_pem is None:
             path.unlink(missing_ok=True)
             return
-        self._ensure()
-        write_atomically(path, key_pem, 0o600)
+        try:
+            self._ensure()
+            write_atomically(path, key_pem, 0o600)
+        except OSError as exc:
+            raise StateError(f"the identity in {self.folder} cannot be written: {exc}") from None
 
 
 class SecretIdentity:
     """The identity in the Secret ``namespace/name``, read and written with ``kubectl``.
 
-    Reads with ``kubectl get secret NAME -n NS -o json`` and writes with
+    Reads with ``kubectl get secret NAME -n NS -o json`` and writes with a server-side
     ``kubectl apply -f -`` (the whole Secret as JSON on stdin), so that no secret value is ever
-    on a command line. A missing Secret is no identity yet.
+    on a command line, nor in a last-applied annotation. A missing Secret is no identity yet.
     """
 
     def __init__(self, kubectl: str, namespace: str, name: str, timeout: float = 30.0) -> None:
@@ -190,11 +229,14 @@ class SecretIdentity:
             "type": "Opaque",
             "data": {key: base64.b64encode(value).decode() for key, value in files.items()},
         }
-        done = self._run(["apply", "-f", "-"], json.dumps(secret).encode())
+        # server-side: a client-side apply would copy the whole Secret, device token and key
+        # included, into its last-applied-configuration annotation
+        done = self._run([*_APPLY], json.dumps(secret).encode())
         if done.returncode != 0:
+            hidden = applier_support.Redactor(_secret_texts(files))
             raise StateError(
                 f"cannot write Secret {self.namespace}/{self.name}: "
-                f"{done.stderr.decode(errors='replace').strip()}"
+                f"{hidden.clean(done.stderr.decode(errors='replace'))}"
             )
 
     def load(self) -> Identity | None:
@@ -203,7 +245,7 @@ class SecretIdentity:
             return None
         try:
             return Identity.from_files(files)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise StateError(f"Secret {self.namespace}/{self.name}: {exc}") from None
 
     def save(self, identity: Identity) -> None:
@@ -229,24 +271,27 @@ class StateDir:
         self.folder = folder
 
     def _write(self, name: str, data: object) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomically(self.folder / name, json.dumps(data).encode(), 0o600)
+        path = self.folder / name
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomically(path, json.dumps(data).encode(), 0o600)
+        except OSError as exc:
+            raise StateError(f"{path} cannot be written: {exc}") from None
 
-    def _read(self, name: str) -> Any:
+    def _read(self, name: str, parse: Callable[[Any], _T]) -> _T | None:
         path = self.folder / name
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_bytes())
-        except (OSError, ValueError) as exc:
+            return parse(json.loads(path.read_bytes()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StateError(f"{path} cannot be read: {exc}") from None
 
     def save_desired(self, bundle: Bundle) -> None:
         self._write("desired.json", _bundle_json(bundle))
 
     def load_desired(self) -> Bundle | None:
-        data = self._read("desired.json")
-        return None if data is None else _bundle_from_json(data)
+        return self._read("desired.json", _bundle_from_json)
 
     def save_applied(self, bundle: Bundle, result: ApplyResult) -> None:
         data = _bundle_json(bundle)
@@ -261,23 +306,14 @@ class StateDir:
         self._write("applied.json", data)
 
     def load_applied(self) -> tuple[Bundle, ApplyResult] | None:
-        data = self._read("applied.json")
-        if data is None:
-            return None
-        bundle = _bundle_from_json(data)
-        result = data.get("result") or {}
-        resources = tuple(
-            ResourceResult(ResourceId.from_json(r["resource"]), r["action"], r.get("message", ""))
-            for r in result.get("resources", [])
-        )
-        return bundle, ApplyResult(bundle.digest, resources, result.get("error"))
+        return self._read("applied.json", _applied_from_json)
 
     def save_inventory(self, resources: tuple[ResourceId, ...]) -> None:
         self._write("inventory.json", [r.to_json() for r in resources])
 
     def load_inventory(self) -> tuple[ResourceId, ...]:
-        data = self._read("inventory.json")
-        return tuple(ResourceId.from_json(r) for r in data) if data else ()
+        loaded = self._read("inventory.json", lambda data: tuple(map(ResourceId.from_json, data)))
+        return loaded or ()
 
 
 def _bundle_json(bundle: Bundle) -> dict[str, Any]:
@@ -289,6 +325,16 @@ def _bundle_json(bundle: Bundle) -> dict[str, Any]:
     }
 
 
+def _applied_from_json(data: dict[str, Any]) -> tuple[Bundle, ApplyResult]:
+    bundle = _bundle_from_json(data)
+    result = data.get("result") or {}
+    resources = tuple(
+        ResourceResult(ResourceId.from_json(r["resource"]), r["action"], r.get("message", ""))
+        for r in result.get("resources", [])
+    )
+    return bundle, ApplyResult(bundle.digest, resources, result.get("error"))
+
+
 def _bundle_from_json(data: dict[str, Any]) -> Bundle:
     return Bundle(
         data["revision"],
@@ -296,3 +342,23 @@ def _bundle_from_json(data: dict[str, Any]) -> Bundle:
         data["manifests"],
         tuple(ResourceId.from_json(r) for r in data["resources"]),
     )
+
+
+def _secret_texts(files: dict[str, bytes]) -> list[str]:
+    """What must not appear in a message about ``files``: each secret value as the Secret
+    carries it (base64), as it is, and each of its lines."""
+    texts = []
+    for name in _SECRET_FILES & set(files):
+        value = files[name]
+        text = value.decode(errors="replace")
+        texts += [base64.b64encode(value).decode(), text.strip()]
+        texts += [line.strip() for line in text.splitlines() if not line.startswith("-----")]
+    return texts
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,378 @@
+"""The agent at work (``rciots.agent.run``) against a real controller in the same event loop:
+enrollment errors that stop it, reporting what it applied, waiting between connection
+attempts, and what it does when the connection changes during an apply.
+
+The controller (``service.Controller``) runs on a Git repo made from fleet-repo-example, with
+enrollment and the connector on loopback; the agent uses the directory applier, in a few tests
+behind a gate that holds an apply until the test lets it go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import re
+import threading
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rciots.agent import applier, config, enroll, run
+from rciots.agent.bundle import ApplyResult, Bundle, ResourceId
+from rciots.agent.state import DirectoryIdentity
+from rciots.controller import connector, ratelimit, service
+from tests import aio, gitserver
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "fleet-repo-example"
+WAREHOUSE = "rciots-pt-OaGmPNNo7h0cVwjIvurOdVdIHBCZRVnJKMlguG3KB3U"  # auto, acme-sensors
+OPEN = ratelimit.ClientLimits(rate=1000, burst=1000, failure_rate=1000, failure_burst=1000)
+SMALL_TEMPLATE = "tenants/acme-sensors/templates/mqtt-edge-small"
+
+
+def settings(remote: gitserver.Remote, state: Path, **agents: Any) -> service.Settings:
+    return service.Settings(
+        source=remote.bare.as_uri(),
+        state_dir=state,
+        poll_interval=0.2,
+        status_window=0.1,
+        enrollment=service.EnrollmentSettings(listen=("127.0.0.1", 0), limits=OPEN),
+        agents=dataclasses.replace(
+            connector.ConnectorSettings(listen=("127.0.0.1", 0), status_interval=1), **agents
+        ),
+    )
+
+
+@contextlib.asynccontextmanager
+async def controller(wanted: service.Settings) -> AsyncIterator[service.Controller]:
+    running = service.Controller(wanted)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def agent_config(
+    home: Path, running: service.Controller, name: str, **changes: Any
+) -> config.AgentConfig:
+    made = config.AgentConfig(
+        enroll_url=f"https://127.0.0.1:{running.enrollment_port}",
+        token=WAREHOUSE,
+        device_name=name,
+        ca_file=running.settings.state_dir / "ca" / "root.pem",
+        state_dir=home,
+        applier="directory",
+        max_reconnect_delay=0.3,
+    )
+    return dataclasses.replace(made, **changes)
+
+
+class Gate:
+    """The agent's own applier behind a gate: ``close()`` holds the next apply until
+    ``open()``; ``entered`` is set when an apply waits at (or passes) the gate, ``finished``
+    when one has returned."""
+
+    def __init__(self, inner: applier.Applier) -> None:
+        self.inner = inner
+        self.passable = threading.Event()
+        self.passable.set()
+        self.entered = threading.Event()
+        self.finished = threading.Event()
+
+    def close(self) -> None:
+        self.entered.clear()
+        self.finished.clear()
+        self.passable.clear()
+
+    def open(self) -> None:
+        self.passable.set()
+
+    @property
+    def kind(self) -> str:
+        return self.inner.kind
+
+    def apply(self, bundle: Bundle, previous: Sequence[ResourceId]) -> ApplyResult:
+        self.entered.set()
+        self.passable.wait(timeout=30)
+        try:
+            return self.inner.apply(bundle, previous)
+        finally:
+            self.finished.set()
+
+
+class Running:
+    """An Agent in a task of the test's loop."""
+
+    def __init__(self, made: config.AgentConfig) -> None:
+        self.config = made
+        self.agent = run.Agent(made)
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(self.agent.run(self.stop))
+
+    async def halt(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 10)
+
+    def applied_digest(self) -> str | None:
+        """The digest of the bundle in the directory applier's ``current`` folder."""
+        try:
+            index = json.loads((self.config.manifests_dir / "current" / "index.json").read_text())
+        except FileNotFoundError:
+            return None
+        digest: str = index["digest"]
+        return digest
+
+
+def reported(running: service.Controller, key: tuple[str, str]) -> str | None:
+    """The digest the controller last heard the device applied."""
+    seen = running.observed.get(key)
+    return seen.applied_digest if seen else None
+
+
+def desired(running: service.Controller, key: tuple[str, str]) -> str:
+    state = running.reconciler.table.get(key)
+    return state.digest if state else ""
+
+
+async def in_sync(running: service.Controller, key: tuple[str, str], within: float) -> None:
+    def check() -> bool:
+        """the controller heard the device applied its desired digest"""
+        return desired(running, key) != "" and reported(running, key) == desired(running, key)
+
+    await aio.eventually(check, within=within)
+
+
+@pytest.fixture(scope="module")
+def shared_remote(tmp_path_factory: pytest.TempPathFactory) -> gitserver.Remote:
+    """A fleet repo for the tests that commit nothing (each uses device names of its own)."""
+    return gitserver.make_remote(tmp_path_factory.mktemp("fleet") / "fleet.git", source=EXAMPLE)
+
+
+# -- enrollment -------------------------------------------------------------------------------
+
+
+def test_an_agent_that_is_not_enrolled_and_has_no_token_says_so(tmp_path: Path) -> None:
+    agent = run.Agent(config.AgentConfig(state_dir=tmp_path, device_name="gw-01"))
+    with pytest.raises(enroll.EnrollError) as raised:
+        aio.run(agent.run(asyncio.Event()), timeout=5)
+    assert str(raised.value) == (
+        "not enrolled yet, and no enroll_url and token to enroll with are configured"
+    )
+
+
+def test_a_refused_token_stops_the_agent(shared_remote: gitserver.Remote, tmp_path: Path) -> None:
+    async def body() -> None:
+        async with controller(settings(shared_remote, tmp_path / "state")) as running:
+            made = agent_config(tmp_path / "agent", running, "run-refused")
+            made = dataclasses.replace(made, token="rciots-pt-not-a-token-of-this-fleet")
+            with pytest.raises(enroll.EnrollError) as raised:
+                await run.Agent(made).run(asyncio.Event())
+            assert raised.value.status == 404
+
+    aio.run(body(), timeout=20)
+
+
+def test_a_stored_identity_is_used_without_asking_anyone(
+    shared_remote: gitserver.Remote, tmp_path: Path
+) -> None:
+    async def body() -> None:
+        async with controller(settings(shared_remote, tmp_path / "state")) as running:
+            made = agent_config(tmp_path / "agent", running, "run-stored")
+            first = await run.Agent(made).enrolled(asyncio.Event())
+        # the controller is gone, and so are the URL and the token
+        alone = dataclasses.replace(made, enroll_url=None, token=None)
+        again = await run.Agent(alone).enrolled(asyncio.Event())
+        assert again == first
+        assert again == DirectoryIdentity(tmp_path / "agent" / "identity").load()
+
+    aio.run(body(), timeout=20)
+
+
+# -- connected --------------------------------------------------------------------------------
+
+
+def test_what_was_applied_is_reported_at_once_not_at_the_next_status(
+    shared_remote: gitserver.Remote, tmp_path: Path
+) -> None:
+    """With the connector's default status interval (30 s) the 'applied' must not wait for
+    the next status message to be sent."""
+    key = ("acme-sensors", "run-report")
+
+    async def body() -> None:
+        wanted = settings(shared_remote, tmp_path / "state", status_interval=30)
+        async with controller(wanted) as running:
+            agent = Running(agent_config(tmp_path / "agent", running, key[1]))
+            await in_sync(running, key, within=8)
+            assert agent.applied_digest() == desired(running, key)
+            await agent.halt()
+
+    aio.run(body(), timeout=30)
+
+
+def test_what_was_applied_keeps_running_while_the_controller_is_away(
+    shared_remote: gitserver.Remote, tmp_path: Path
+) -> None:
+    key = ("acme-sensors", "run-offline")
+
+    async def body() -> None:
+        async with controller(settings(shared_remote, tmp_path / "state")) as running:
+            agent = Running(agent_config(tmp_path / "agent", running, key[1]))
+            await in_sync(running, key, within=8)
+            digest = desired(running, key)
+        await asyncio.sleep(0.5)  # the agent tries to reconnect meanwhile (0.3 s at most)
+        assert not agent.task.done()
+        assert agent.applied_digest() == digest
+        await agent.halt()
+        assert agent.applied_digest() == digest  # stopping undoes nothing either
+
+    aio.run(body(), timeout=30)
+
+
+# -- waiting between attempts -----------------------------------------------------------------
+
+WAIT = re.compile(r"reconnecting in (\d+\.\d) s")
+
+
+def waits(caplog: pytest.LogCaptureFixture) -> list[float]:
+    return [float(m[1]) for r in caplog.records if (m := WAIT.fullmatch(r.getMessage()))]
+
+
+def test_a_busy_connector_is_retried_with_backoff_not_the_longest_wait(
+    shared_remote: gitserver.Remote, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """503 'too many connections' (the connector's cap per address before hello) is no
+    refusal of the device: waiting the longest, without jitter, would bring every agent
+    behind one address back at the same moment again."""
+    caplog.set_level(logging.INFO, logger="rciots.agent.run")
+
+    async def body() -> None:
+        wanted = settings(shared_remote, tmp_path / "state", max_waiting_per_address=0)
+        async with controller(wanted) as running:
+            made = agent_config(tmp_path / "agent", running, "run-busy", max_reconnect_delay=5.0)
+            agent = Running(made)
+            await aio.eventually(lambda: len(waits(caplog)) >= 1, within=10)
+            await agent.halt()
+        assert "the connector refused the connection: HTTP 503 too many connections" in [
+            r.getMessage() for r in caplog.records
+        ]
+        assert waits(caplog)[0] <= 1.0  # the first backoff step, not 5.0
+
+    aio.run(body(), timeout=30)
+
+
+def test_a_refused_device_waits_the_longest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rciots.agent.run")
+    remote = gitserver.make_remote(tmp_path / "fleet.git", source=EXAMPLE)
+    key = ("acme-sensors", "run-refused-device")
+
+    async def body() -> None:
+        async with controller(settings(remote, tmp_path / "state")) as running:
+            made = agent_config(tmp_path / "agent", running, key[1], max_reconnect_delay=5.0)
+            agent = Running(made)
+            await in_sync(running, key, within=8)
+            remote.commit(
+                {
+                    f"tenants/acme-sensors/devices/{key[1]}/device.yaml": (
+                        f"apiVersion: rciots.io/v1\nkind: Device\nmetadata:\n  name: {key[1]}\n"
+                        "spec:\n  enabled: false\n"
+                    )
+                },
+                "disable the device",
+            )
+            await aio.eventually(lambda: len(waits(caplog)) >= 1, within=10)
+            await agent.halt()
+        assert waits(caplog) == [5.0]
+
+    aio.run(body(), timeout=30)
+
+
+# -- a connection that changes during an apply ------------------------------------------------
+
+
+def test_an_apply_that_ends_in_a_newer_session_leaves_the_device_on_the_desired_state(
+    tmp_path: Path,
+) -> None:
+    """The connection drops while an apply runs; meanwhile the change is reverted, and the
+    new session starts from the hello's digest, which is the reverted one: nothing is sent.
+    When the apply ends, the device runs the change, which nobody wants any more. The agent
+    must say so (a new hello) and apply the desired state again."""
+    remote = gitserver.make_remote(tmp_path / "fleet.git", source=EXAMPLE)
+    key = ("acme-sensors", "run-revert")
+    kustomization = f"{SMALL_TEMPLATE}/kustomization.yaml"
+    original = (remote.work / kustomization).read_text()
+
+    async def body() -> None:
+        wanted = settings(remote, tmp_path / "state")
+        wanted = dataclasses.replace(
+            wanted,
+            agents=dataclasses.replace(wanted.agents, listen=("127.0.0.1", gitserver.free_port())),
+        )
+        async with controller(wanted) as running:
+            assert running.connector is not None
+            agent = Running(agent_config(tmp_path / "agent", running, key[1]))
+            gate = Gate(agent.agent.applier)
+            agent.agent.applier = gate
+            await in_sync(running, key, within=8)
+            first = desired(running, key)
+
+            gate.close()
+            remote.commit({kustomization: original + "nameSuffix: -v2\n"}, "rename")
+            await aio.eventually(lambda: gate.entered.is_set(), within=10)
+            await running.connector.stop()  # the session drops during the apply
+            remote.commit({kustomization: original}, "revert the rename")
+            await aio.eventually(lambda: desired(running, key) == first, within=10)
+            await running.connector.start()
+            await aio.eventually(lambda: running.observed[key].connected, within=10)
+            gate.open()
+            await aio.eventually(lambda: gate.finished.is_set(), within=10)
+            assert agent.applied_digest() != first  # the device runs the reverted change
+
+            def back() -> bool:
+                """the device runs the desired state again, and the controller knows it"""
+                return agent.applied_digest() == first and reported(running, key) == first
+
+            await aio.eventually(back, within=10)
+            assert not agent.task.done()
+            await agent.halt()
+
+    aio.run(body(), timeout=60)
+
+
+def test_state_files_that_cannot_be_written_do_not_stop_applying(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk, say: the apply happened and is reported; only its record is lost."""
+    caplog.set_level(logging.INFO, logger="rciots.agent.run")
+    remote = gitserver.make_remote(tmp_path / "fleet.git", source=EXAMPLE)
+    key = ("acme-sensors", "run-disk-full")
+    kustomization = f"{SMALL_TEMPLATE}/kustomization.yaml"
+
+    async def body() -> None:
+        async with controller(settings(remote, tmp_path / "state")) as running:
+            agent = Running(agent_config(tmp_path / "agent", running, key[1]))
+            await in_sync(running, key, within=8)
+            first = desired(running, key)
+            for name in ("desired.json", "applied.json"):  # a rename over them fails
+                (tmp_path / "agent" / name).unlink()
+                (tmp_path / "agent" / name).mkdir()
+            original = (remote.work / kustomization).read_text()
+            remote.commit({kustomization: original + "nameSuffix: -v2\n"}, "rename")
+            await aio.eventually(lambda: desired(running, key) != first, within=10)
+            await in_sync(running, key, within=10)
+            assert agent.applied_digest() == desired(running, key)
+            assert not agent.task.done()
+            await agent.halt()
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert [e.split(" cannot be written")[0] for e in errors] == [
+            str(tmp_path / "agent" / "desired.json"),
+            str(tmp_path / "agent" / "applied.json"),
+        ]
+
+    aio.run(body(), timeout=30)
