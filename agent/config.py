@@ -64,7 +64,13 @@ OPTIONS: tuple[Option, ...] = (
         "the provisioning token itself; environment only, never on the command line",
         secret=True,
     ),
-    Option("device_name", "RCIOTS_DEVICE_NAME", None, "the device's name (default: host name)"),
+    Option(
+        "device_name",
+        "RCIOTS_DEVICE_NAME",
+        None,
+        "the device's name in the fleet, a DNS label (default: the host name's first label, "
+        "in lower case)",
+    ),
     Option(
         "ca_file",
         "RCIOTS_CA_FILE",
@@ -124,7 +130,7 @@ OPTIONS: tuple[Option, ...] = (
 class AgentConfig:
     enroll_url: str | None = None
     token: str | None = field(default=None, repr=False)
-    device_name: str = field(default_factory=socket.gethostname)
+    device_name: str = field(default_factory=lambda: host_device_name(socket.gethostname()))
     ca_file: Path | None = None
     state_dir: Path = Path("/var/lib/rciots-agent")
     identity_secret: str | None = None
@@ -322,3 +328,11 @@ def _main(argv: Sequence[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(_main(sys.argv[1:]))
+
+
+def host_device_name(hostname: str) -> str:
+    """A device name the controller accepts (a DNS-1123 label) from a host name: its first
+    label, in lower case, with anything but letters, digits and '-' made '-'."""
+    label = hostname.split(".", 1)[0].lower()
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "-") else "-" for c in label)
+    return cleaned.strip("-")[:63].strip("-") or "device"

@@ -364,3 +364,19 @@ def test_good_urls_and_secret_names_pass(tmp_path: Path) -> None:
     assert loaded.enroll_url == "HTTPS://[::1]:8443/"
     assert loaded.connector_url == "wss://10.0.0.1:8444/v1/connect"
     assert loaded.identity_secret == "edge/rciots-agent-identity"
+
+
+@pytest.mark.parametrize(
+    ("hostname", "name"),
+    [
+        ("gw-17", "gw-17"),
+        ("GW-17.plant.example.com", "gw-17"),
+        ("my_box", "my-box"),
+        ("-odd-", "odd"),
+        ("ünï", "n"),
+        ("ü", "device"),
+        ("a" * 80, "a" * 63),
+    ],
+)
+def test_the_default_device_name_is_a_dns_label_from_the_host_name(hostname, name):
+    assert config.host_device_name(hostname) == name
