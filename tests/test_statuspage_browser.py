@@ -94,6 +94,14 @@ class Fleet:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.processes: list[Process] = []
+        try:
+            self._start_all()
+        except BaseException:
+            self.close()  # what did start is stopped, whatever failed
+            raise
+
+    def _start_all(self) -> None:
+        folder = self.folder
         repo = make_repo(folder)
         self.state = folder / "state"
         self.enroll_port = gitserver.free_port()
