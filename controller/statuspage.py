@@ -756,8 +756,9 @@ class StatusPage:
             last_error=source.last_error,
             fetch_failures=source.failures,
             last_pass_seconds=outcome.seconds if outcome else None,
-            last_pass_rendered=len(outcome.rendered) if outcome else None,
-            last_pass_failed=len(outcome.failed) if outcome else None,
+            # a viewer learns nothing of other tenants' devices, not even how many changed
+            last_pass_rendered=_mine(outcome.rendered, principal) if outcome else None,
+            last_pass_failed=_mine(outcome.failed, principal) if outcome else None,
             render_failures=fleetview.render_failures(
                 controller.reconciler.table, principal.tenants
             ),
@@ -940,6 +941,10 @@ def _local(target: str) -> str:
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
+
+
+def _mine(keys: tuple[tuple[str, str], ...], principal: auth.Principal) -> int:
+    return sum(1 for tenant, _ in keys if principal.may_see(tenant))
 
 
 def _timestamp(moment: datetime | None) -> float:

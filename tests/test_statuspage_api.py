@@ -197,6 +197,11 @@ def test_a_viewer_sees_only_its_tenant(fleet: Fleet) -> None:
         assert [t["tenant"] for t in overview["tenants"]] == ["northwind-retail"]
         health = client.get("/api/v1/health").json()
         assert set(health["renderFailures"]) <= {"northwind-retail"}
+        assert health["connectedAgents"] == 0  # the agent is acme-sensors'
+        # the last pass rendered the agent's device (it enrolled): none of northwind's
+        with fleet.client(ADMIN) as admin:
+            assert admin.get("/api/v1/health").json()["lastPassRendered"] >= 1
+        assert health["lastPassRendered"] == 0
         assert client.get("/api/v1/tokens").json()[0]["tenant"] == "northwind-retail"
         page = client.get("/devices/acme-sensors/wh-api-01")
         assert page.status_code == 404
