@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 _PASSWORD_ENV = "RCIOTS_GIT_PASSWORD"  # noqa: S105 (the name of a variable)
 _WEBHOOK_ENV = "RCIOTS_WEBHOOK_SECRET"
+_ADMIN_ENV = "RCIOTS_ADMIN_TOKEN"
 
 
 def register(commands: Any) -> None:
@@ -114,7 +115,22 @@ def register(commands: Any) -> None:
         "--listen",
         default="127.0.0.1:8080",
         metavar="HOST:PORT",
-        help="where the HTTP endpoints (the webhook) listen (default 127.0.0.1:8080)",
+        help="where the HTTP endpoints listen: the status page and its API, /healthz, /readyz, "
+        "/metrics, and the webhook; 'off' for none (default 127.0.0.1:8080)",
+    )
+    page = parser.add_argument_group("status page", "the read-only web page (docs/status-page.md)")
+    page.add_argument(
+        "--admin-token-file",
+        type=Path,
+        metavar="FILE",
+        help=f"the admin credential (sees every tenant); or ${_ADMIN_ENV}; default: made on "
+        "first start in STATE-DIR/admin-token, readable by its owner only",
+    )
+    page.add_argument(
+        "--repo-web-url",
+        metavar="URL",
+        help="a commit's web page, {revision} replaced by the commit id, to link revisions "
+        "to (such as https://git.example.com/edge/fleet/commit/{revision})",
     )
     enroll = parser.add_argument_group(
         "enrollment", "the private CA and the HTTPS endpoint devices enroll at (docs/enrollment.md)"
@@ -202,6 +218,25 @@ def register(commands: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _repo_web_url(text: str | None) -> str | None:
+    if text is None:
+        return None
+    if not text.startswith(("https://", "http://")) or "{revision}" not in text:
+        raise ValueError(
+            "--repo-web-url takes an http(s) URL holding {revision}, such as "
+            f"https://git.example.com/edge/fleet/commit/{{revision}}, not {text!r}"
+        )
+    return text
+
+
+def _admin_token(path: Path | None) -> str | None:
+    from rciots.controller import auth
+
+    if path is not None:
+        return auth.read_admin_token(path)
+    return os.environ.get(_ADMIN_ENV, "").strip() or None
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
@@ -273,7 +308,7 @@ def _enrollment(args: argparse.Namespace) -> service.EnrollmentSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rciots.controller import castore, registry, service
+    from rciots.controller import castore, registry, service, statuspage
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -295,9 +330,13 @@ def run(args: argparse.Namespace) -> int:
             status_branch=args.status_branch,
             status_window=args.status_window,
             webhook_secret=webhook_secret.encode() if webhook_secret else None,
-            listen=_listen(args.listen) if webhook_secret else None,
+            listen=None if args.listen == "off" else _listen(args.listen),
             enrollment=_enrollment(args),
             agents=_agents(args),
+            page=statuspage.PageSettings(
+                admin_token=_admin_token(args.admin_token_file),
+                repo_web_url=_repo_web_url(args.repo_web_url),
+            ),
         )
         if args.worktree and not Path(args.source).is_dir():
             raise ValueError(f"--worktree needs a local directory, and {args.source} is none")
@@ -332,6 +371,12 @@ async def _serve(settings: service.Settings) -> None:
             settings.enrollment.listen[0],
             controller.enrollment_port,
             (settings.enrollment.ca_dir or settings.state_dir / "ca") / "root.pem",
+        )
+    if controller.http_port is not None and settings.listen is not None:
+        log.info(
+            "status page at http://%s:%d/ (health /healthz, /readyz; metrics /metrics)",
+            settings.listen[0],
+            controller.http_port,
         )
     if controller.connector is not None and settings.agents.listen is not None:
         log.info(

@@ -55,7 +55,7 @@ from rciots.agent import protocol
 from rciots.agent.bundle import ApplyResult, Bundle
 from rciots.controller import ca, registry, tokens
 
-__all__ = ["PATH", "Connector", "ConnectorSettings", "Devices", "server_context"]
+__all__ = ["PATH", "Connector", "ConnectorSettings", "Counters", "Devices", "server_context"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,15 @@ def server_context(certificate: Path, key: Path, client_ca: Path) -> ssl.SSLCont
     return context
 
 
+@dataclass
+class Counters:
+    """What the connector sent, for metrics (plain numbers: one event loop changes them)."""
+
+    pushes: int = 0  # desired states pushed (full or delta)
+    messages_sent: int = 0
+    bytes_sent: int = 0  # of the messages' text, before compression
+
+
 class _Session:
     """One agent's connection: the protocol session, and a lock so that what is sent on it
     keeps the session's order."""
@@ -109,8 +118,10 @@ class _Session:
         session: protocol.ConnectorSession,
         registration: registry.Registration,
         certificate: x509.Certificate,
+        counters: Counters,
     ) -> None:
         self.connection = connection
+        self.counters = counters
         self.protocol = session
         self.registration = registration
         self.certificate = certificate
@@ -124,6 +135,9 @@ class _Session:
     async def flush(self) -> None:
         for text in self.protocol.outgoing():
             await self.connection.send(text)
+            self.counters.messages_sent += 1
+            # an ASCII str is its own UTF-8 (the usual case): no encoding just to count
+            self.counters.bytes_sent += len(text) if text.isascii() else len(text.encode())
         closed = self.protocol.closed
         if closed is not None:
             await self.connection.close(closed.code, closed.reason)
@@ -150,6 +164,7 @@ class Connector:
         self._waiting: dict[str, int] = {}  # address -> connections not yet past hello
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # closings of replaced sessions
+        self.counters = Counters()
 
     async def start(self) -> None:
         assert self.settings.listen is not None
@@ -246,6 +261,7 @@ class Connector:
             ),
             registration,
             certificate,
+            self.counters,
         )
         accepted = False
         try:
@@ -339,6 +355,7 @@ class Connector:
     def _push(self, session: _Session, bundle: Bundle) -> None:
         try:
             session.protocol.push(bundle)
+            self.counters.pushes += 1
         except protocol.MessageTooLarge as exc:
             log.error("%s/%s: desired state not sent: %s", *session.key, exc)
 

@@ -44,6 +44,8 @@ class Server:
             ssl_certfile=str(certificate) if certificate else None,
             ssl_keyfile=str(key) if key else None,
             timeout_keep_alive=30,
+            # a client that holds a request open (an event stream) never delays a stop long
+            timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve(), name=name)

@@ -41,6 +41,11 @@ class Observed:
     tried_ok: bool = True
     tried_error: str | None = None
     resource_errors: tuple[tuple[str, str], ...] = ()  # of the last report
+    # the last report in full, for the status page: when, at which revision, and each
+    # resource's (Kind/name, action, message); failed ones are also in resource_errors
+    tried_revision: str | None = None
+    tried_at: datetime | None = None
+    results: tuple[tuple[str, str, str], ...] = ()
 
 
 def connected(before: Observed | None, now: datetime, applied_digest: str | None) -> Observed:
@@ -79,6 +84,9 @@ def applied(
         tried_ok=result.ok,
         tried_error=result.error,
         resource_errors=errors,
+        tried_revision=bundle.revision,
+        tried_at=now,
+        results=tuple((r.resource.label(), r.action, r.message) for r in result.resources),
     )
     if result.ok:
         changed = replace(changed, applied_revision=bundle.revision, applied_digest=bundle.digest)

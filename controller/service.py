@@ -14,6 +14,7 @@ Connectors (pushing desired state to agents) and enrollment join later through
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import urllib.parse
@@ -28,8 +29,10 @@ import pygit2
 
 from rciots.agent.bundle import ApplyResult, Bundle
 from rciots.controller import (
+    auth,
     ca,
     castore,
+    changes,
     connector,
     desired,
     enroll_endpoint,
@@ -37,6 +40,7 @@ from rciots.controller import (
     enrollment,
     gitsource,
     httpserver,
+    metrics,
     observed,
     ratelimit,
     reconcile,
@@ -46,6 +50,7 @@ from rciots.controller import (
     sourceloop,
     statusbranch,
     statusdocs,
+    statuspage,
     statuswriter,
     webhook_endpoint,
     worktreesource,
@@ -106,6 +111,8 @@ class Settings:
     enrollment: EnrollmentSettings = field(default_factory=EnrollmentSettings)
     # where agents connect (the connector's WebSocket endpoint) and its limits
     agents: connector.ConnectorSettings = field(default_factory=connector.ConnectorSettings)
+    # the status page on the HTTP endpoints (``listen``)
+    page: statuspage.PageSettings = field(default_factory=statuspage.PageSettings)
 
 
 def _is_local_path(source: str) -> bool:
@@ -185,6 +192,11 @@ class Controller:
         # whether status is written at all: a local repository, or the mirror of a remote one
         self._writes_status = self._status_branch is not None or self.git_mirror is not None
         self._unqueued: dict[str, bytes | None] = {}  # documents made before the writer ran
+        # for the status page and metrics: what changed, how long passes take, enrollments
+        self.changes = changes.Changes()
+        self.reconcile_durations = metrics.Histogram()
+        self.enrollment_outcomes: collections.Counter[str] = collections.Counter()
+        self.page: statuspage.StatusPage | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -234,6 +246,8 @@ class Controller:
             await self._start_enrollment(*settings.enrollment.listen)
 
     async def stop(self) -> None:
+        if self.page is not None:
+            self.page.close()  # ends its event streams, which the HTTP server waits for
         for server in (self._https, self._http):
             if server is not None:
                 await server.stop()
@@ -261,6 +275,8 @@ class Controller:
         seen = dict(self.observed)  # the worker thread reads a copy
         outcome, documents = await asyncio.to_thread(self._reconcile, snapshot, seen)
         self.last_outcome = outcome
+        self.reconcile_durations.observe(outcome.seconds)
+        self.changes.bump()
         if self.connector is not None:
             await self.connector.enforce()
             await self.connector.push_changed(outcome.changed)
@@ -321,6 +337,7 @@ class Controller:
         value: object | None,
     ) -> None:
         """From any thread: queue the changed registry file for the status branch."""
+        self.changes.bump()
         path = (
             registrydocs.registration_path(*key)
             if kind == "registration"
@@ -392,6 +409,7 @@ class Controller:
 
     def on_enrollment(self, answer: enrollment.Answer) -> None:
         """Every answer of the enrollment endpoint: a new device gets rendered soon."""
+        self.enrollment_outcomes[answer.outcome] += 1
         if answer.outcome == "enrolled":
             self._schedule_enrolled_pass()
 
@@ -488,12 +506,15 @@ class Controller:
         return issued.chain_pem.decode(), self.authority.ca_bundle_pem().decode()
 
     def connected(self, key: tuple[str, str], applied_digest: str | None) -> None:
+        self.changes.bump()
         self._observe(key, observed.connected(self.observed.get(key), _now(), applied_digest))
 
     def disconnected(self, key: tuple[str, str]) -> None:
+        self.changes.bump()
         self._observe(key, observed.disconnected(self.observed.get(key), _now()))
 
     def applied(self, key: tuple[str, str], bundle: Bundle, result: ApplyResult) -> None:
+        self.changes.bump()
         self._observe(key, observed.applied(self.observed.get(key), bundle, result, _now()))
 
     def seen(self, key: tuple[str, str]) -> None:
@@ -516,7 +537,18 @@ class Controller:
     # -- HTTP -----------------------------------------------------------------------------
 
     def _http_app(self) -> fastapi.FastAPI:
-        app = fastapi.FastAPI(title="rciots controller", docs_url=None, redoc_url=None)
+        app = fastapi.FastAPI(
+            title="rciots controller",
+            summary="Read-only fleet status, health and metrics (docs/status-page.md)",
+            version="1",
+            docs_url=None,
+            redoc_url=None,
+        )
+        admin_token = self.settings.page.admin_token
+        if admin_token is None:
+            admin_token, _ = auth.load_or_create_admin_token(self.settings.state_dir)
+        self.page = statuspage.StatusPage(self, self.settings.page, admin_token)
+        self.page.install(app)
         if self.settings.webhook_secret:
             app.include_router(
                 webhook_endpoint.webhook_router(
@@ -526,6 +558,11 @@ class Controller:
                 )
             )
         return app
+
+    @property
+    def status_branch(self) -> statusbranch.StatusBranch | None:
+        """Where status is committed (None when it is not written), for readers of its log."""
+        return self._status_branch
 
     @property
     def http_port(self) -> int | None:

@@ -147,6 +147,8 @@ class StatusBranch:
             ) from None
         self.branch = branch
         self.remote_url = remote_url
+        # for readers with a Repository of their own (the status page's device history)
+        self.repository_path = Path(self._repo.path)
         self._ref = ref
         self._tracking = f"refs/remotes/origin/{branch}"
         self._callbacks = callbacks

@@ -63,6 +63,11 @@ class StatusWriter:
         """Changes not committed yet (a read-only view)."""
         return types.MappingProxyType(self._pending)
 
+    @property
+    def running(self) -> bool:
+        """Whether its task runs (started, not stopped, not ended by an error)."""
+        return self._task is not None and not self._task.done()
+
     async def start(self) -> None:
         """Learn what the branch holds (nothing committed is written again), then start."""
         if self._task is not None:

@@ -32,6 +32,10 @@ RCIOTS = Path(sys.executable).parent / "rciots"
         (["--webhook-secret-file", "{empty}"], "the webhook secret file {empty} is empty"),
         (["--webhook-secret-file", "{secret}", "--listen", "8080"], "--listen takes HOST:PORT"),
         (["--enroll-listen", "8443"], "--enroll-listen takes HOST:PORT, such as 0.0.0.0:8443"),
+        (["--listen", "8080"], "--listen takes HOST:PORT"),
+        (["--repo-web-url", "https://forge/x/commit/"], "--repo-web-url takes an http(s) URL"),
+        (["--admin-token-file", "{empty}"], "the admin token file {empty} is empty"),
+        (["--admin-token-file", "/nonexistent/t"], "cannot read the admin token file"),
     ],
 )
 def test_bad_options_say_what_to_do(
@@ -88,6 +92,8 @@ def test_the_process_runs_until_interrupted_and_writes_status(tmp_path: Path) ->
             "--enroll-listen",
             f"127.0.0.1:{port}",
             "--connect-listen",
+            "127.0.0.1:0",
+            "--listen",
             "127.0.0.1:0",
         ],
         stderr=subprocess.PIPE,

@@ -112,6 +112,8 @@ class Fleet:
                 "127.0.0.1",
                 "--agent-status-interval",
                 "1",
+                "--listen",
+                "127.0.0.1:0",
             ]
         )
         self.controller.wait_for("controller running on")
