@@ -27,6 +27,7 @@ COMMANDS = {
     "render": "cmd_render",
     "diff": "cmd_render",
     "controller": "cmd_controller",
+    "demo": "cmd_demo",
 }
 
 

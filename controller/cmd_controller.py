@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,10 @@ _ADMIN_ENV = "RCIOTS_ADMIN_TOKEN"
 
 
 def register(commands: Any) -> None:
+    register_with(commands, os.environ)
+
+
+def register_with(commands: Any, environ: Mapping[str, str]) -> None:
     parser = commands.add_parser(
         "controller",
         help="run the controller: follow a fleet repo, render every device, write status",
@@ -216,6 +221,15 @@ def register(commands: Any) -> None:
         help="how often connected agents send their status (default 30)",
     )
     parser.set_defaults(func=run)
+    cmdargs.options_from_environment(parser, environ)
+
+
+def reference() -> str:
+    """The configuration reference of ``rciots controller`` (docs/configuration.md), with
+    the defaults the code has (no environment applied)."""
+    commands = argparse.ArgumentParser().add_subparsers()
+    register_with(commands, environ={})
+    return cmdargs.reference_markdown(commands.choices["controller"])
 
 
 def _repo_web_url(text: str | None) -> str | None:

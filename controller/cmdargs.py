@@ -17,11 +17,15 @@ from typing import Any
 from rciots.controller import names
 
 __all__ = [
+    "ENV_PREFIX",
     "add_policy_argument",
     "add_repo_argument",
+    "environment_name",
     "fail",
+    "options_from_environment",
     "parse_labels",
     "policy_check",
+    "reference_markdown",
     "require_dns_label",
 ]
 
@@ -77,3 +81,52 @@ def policy_check(path: Path | None) -> Callable[[str, Sequence[Mapping[str, Any]
 
     chosen = policyfile.read_policy(path) if path is not None else policy.DEFAULT_POLICY
     return functools.partial(policy.check, chosen)
+
+
+ENV_PREFIX = "RCIOTS_"
+
+
+def environment_name(action: argparse.Action) -> str:
+    return ENV_PREFIX + action.dest.upper()
+
+
+def options_from_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """Every option of ``parser`` may also come from ``RCIOTS_<OPTION>`` (``--poll-interval``:
+    ``RCIOTS_POLL_INTERVAL``), which a container's environment sets more easily than its
+    arguments; the command line wins. Flags take 1/true/yes/on; repeatable options take a
+    comma-separated list. Each option's help names its variable."""
+    for action in _options(parser):
+        variable = environment_name(action)
+        action.help = f"{action.help or ''} [${variable}]".strip()
+        value = environ.get(variable)
+        if value is None or value == "":
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            action.default = value.strip().lower() in ("1", "true", "yes", "on")
+        elif isinstance(action, argparse._AppendAction):
+            action.default = [item.strip() for item in value.split(",") if item.strip()]
+        else:
+            action.default = value  # a string default goes through the option's type
+
+
+def reference_markdown(parser: argparse.ArgumentParser) -> str:
+    """The options of ``parser`` as a Markdown table: option, variable, default, meaning."""
+    rows = ["| option | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    for action in _options(parser):
+        option = ", ".join(f"`{o}`" for o in action.option_strings)
+        if action.metavar:
+            option += f" {action.metavar}"
+        default = action.default
+        shown = "" if default in (None, False, [], "") else f"`{default}`"
+        meaning = (action.help or "").replace("%%", "%").replace("|", "\\|").replace("\n", " ")
+        meaning = meaning.split(" [$")[0]  # the variable has a column of its own
+        rows.append(f"| {option} | `{environment_name(action)}` | {shown} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [
+        action
+        for action in parser._actions
+        if action.option_strings and not isinstance(action, argparse._HelpAction)
+    ]

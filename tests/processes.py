@@ -20,23 +20,27 @@ class Process:
     """``with Process([...]) as p: p.wait_for("ready")``; stopped (SIGINT) on the way out."""
 
     def __init__(
-        self, argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None
+        self,
+        argv: Sequence[str],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        *,
+        with_stdout: bool = False,  # read standard output too (merged into stderr's lines)
     ) -> None:
         self.argv = list(argv)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
         self.popen = subprocess.Popen(
             self.argv,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if with_stdout else subprocess.PIPE,
+            stdout=subprocess.PIPE if with_stdout else subprocess.DEVNULL,
             text=True,
             cwd=cwd,
             env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},
         )
-        assert self.popen.stderr is not None
-        self._reader = threading.Thread(
-            target=_pump, args=(self.popen.stderr, self.lines), daemon=True
-        )
+        self.stream = self.popen.stdout if with_stdout else self.popen.stderr
+        assert self.stream is not None
+        self._reader = threading.Thread(target=_pump, args=(self.stream, self.lines), daemon=True)
         self._reader.start()
 
     def wait_for(self, text: str, within: float = 20.0) -> str:
@@ -74,8 +78,8 @@ class Process:
                 break
             if line is not None:
                 self.seen.append(line)
-        if self.popen.stderr is not None and not self._reader.is_alive():
-            self.popen.stderr.close()
+        if self.stream is not None and not self._reader.is_alive():
+            self.stream.close()
         return int(self.popen.returncode)
 
     @property
