@@ -25,7 +25,6 @@ the test machines): see docs/appliers.md.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,6 @@ from rciots.agent import applier_support
 from rciots.agent.bundle import (
     ApplyResult,
     Bundle,
-    BundleError,
     ResourceAction,
     ResourceId,
     ResourceResult,
@@ -79,16 +77,11 @@ class KubectlApplier:
     kind: str = "kubectl"  # how logs name it: "kubectl" or "oc"
 
     def apply(self, bundle: Bundle, previous: Sequence[ResourceId]) -> ApplyResult:
+        prepared = applier_support.prepare(bundle, self.executable, self.env)
+        if isinstance(prepared, ApplyResult):
+            return prepared
+        run = _Run(prepared.tool, prepared.env, self.timeout, prepared.redactor)
         try:
-            bundle.check()
-        except BundleError as error:
-            return ApplyResult(bundle.digest, error=str(error))
-        env = dict(os.environ if self.env is None else self.env)
-        try:
-            tool = applier_support.find_tool(self.executable, env)
-            run = _Run(
-                tool, env, self.timeout, applier_support.Redactor.for_documents(bundle.documents())
-            )
             results = self._apply(run, bundle) + self._prune(run, bundle, previous)
         except applier_support.ToolMissing as error:
             return ApplyResult(bundle.digest, error=str(error))

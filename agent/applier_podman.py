@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from rciots.agent import applier_support
-from rciots.agent.bundle import ApplyResult, Bundle, BundleError, ResourceId, ResourceResult
+from rciots.agent.bundle import ApplyResult, Bundle, ResourceId, ResourceResult
 
 __all__ = ["DEFAULT_TIMEOUT", "STATE_FILE", "WORKLOAD_KINDS", "PodmanApplier"]
 
@@ -75,16 +75,10 @@ class PodmanApplier:
     kind: str = field(default="podman", init=False)
 
     def apply(self, bundle: Bundle, previous: Sequence[ResourceId]) -> ApplyResult:
-        try:
-            bundle.check()
-        except BundleError as error:
-            return ApplyResult(bundle.digest, error=str(error))
-        env = dict(os.environ if self.env is None else self.env)
-        try:
-            tool = applier_support.find_tool(self.executable, env)
-        except applier_support.ToolMissing as error:
-            return ApplyResult(bundle.digest, error=str(error))
-        redactor = applier_support.Redactor.for_documents(bundle.documents())
+        prepared = applier_support.prepare(bundle, self.executable, self.env)
+        if isinstance(prepared, ApplyResult):
+            return prepared
+        tool, env, redactor = prepared.tool, prepared.env, prepared.redactor
         state = _load_state(self.root)
         try:
             results = _Apply(tool, env, self.timeout, redactor, state).run(bundle, previous)

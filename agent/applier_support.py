@@ -20,15 +20,17 @@ import subprocess
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from rciots.agent.bundle import ApplyResult, ResourceId
+from rciots.agent.bundle import ApplyResult, Bundle, BundleError, ResourceId
 
 __all__ = [
     "MESSAGE_LIMIT",
+    "Prepared",
     "Redactor",
     "ToolMissing",
     "ToolOutput",
     "find_tool",
     "pick_prunes",
+    "prepare",
     "run",
     "secret_values",
     "summary",
@@ -237,6 +239,32 @@ class Redactor:
         if len(text) > MESSAGE_LIMIT:
             text = text[: MESSAGE_LIMIT - 4].rstrip() + " ..."
         return text
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What an apply of a checked bundle runs with."""
+
+    tool: str  # the tool's path
+    env: dict[str, str]
+    redactor: Redactor
+
+
+def prepare(
+    bundle: Bundle, executable: str, env: Mapping[str, str] | None
+) -> Prepared | ApplyResult:
+    """The tool, environment and redactor to apply ``bundle`` with; or, when the bundle is
+    inconsistent or the tool missing, the result that says so."""
+    try:
+        bundle.check()
+    except BundleError as error:
+        return ApplyResult(bundle.digest, error=str(error))
+    environment = dict(os.environ if env is None else env)
+    try:
+        tool = find_tool(executable, environment)
+    except ToolMissing as error:
+        return ApplyResult(bundle.digest, error=str(error))
+    return Prepared(tool, environment, Redactor.for_documents(bundle.documents()))
 
 
 def summary(result: ApplyResult) -> str:
