@@ -18,12 +18,15 @@ non-scalar keys and merge keys (``<<``). Errors carry the 1-based line and colum
 
 ``parse`` returns nodes (keeping scalar text and style, for consumers that must reproduce the
 input); ``to_python`` turns a node into plain data plus a map from data path to position, which
-is what the fleet model loader uses to put a line and column on every schema error.
+is what the fleet model loader uses to put a line and column on every schema error. The
+renderer uses ``to_data``, which can also give what kustomize holds for a resource after its
+own go-yaml v3 round trip (``kyaml``).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import re
 from collections.abc import Callable
@@ -105,11 +108,15 @@ class YamlError(ValueError):
 
 @dataclass(eq=False, slots=True)
 class Node:
-    """One YAML node. ``tag`` is resolved: str, int, float, bool, null, map or seq.
+    """One YAML node. ``tag`` is resolved: str, int, float, bool, null, map or seq; ``!`` for
+    a scalar with the non-specific tag ``!`` (a string, except where go-yaml v3 reads it: see
+    ``to_data``).
 
     ``value`` is the scalar's text for scalars, a list of nodes for sequences and a list of
-    (key, value) pairs for mappings. ``size`` counts the nodes below and including this one,
-    with aliases expanded.
+    (key, value) pairs for mappings. ``style`` is a scalar's quote or block indicator (``'``,
+    ``"``, ``|``, ``>``; None when plain) and ``flow`` for a collection written in flow style
+    (``{...}``, ``[...]``). ``size`` counts the nodes below and including this one, with aliases
+    expanded.
     """
 
     kind: Kind
@@ -137,8 +144,10 @@ def _resolve_plain(text: str) -> str:
 
 
 def _explicit_tag(tag: str, kind: Kind, line: int, column: int, dialect: Dialect = FLEET) -> str:
-    if tag == "!" and kind == "scalar":
-        return "str"  # the non-specific tag forces a string
+    if tag == "!":
+        # the non-specific tag: a collection is what it is; a scalar is a string (but see
+        # Node and to_data)
+        return "!" if kind == "scalar" else ("map" if kind == "mapping" else "seq")
     short = tag[len(_CORE) :] if tag.startswith(_CORE) else None
     allowed = _SCALAR_TAGS if kind == "scalar" else {"map" if kind == "mapping" else "seq"}
     if dialect.binary and kind == "scalar":
@@ -235,6 +244,8 @@ class _Builder:
         default = "map" if kind == "mapping" else "seq"
         tag = _explicit_tag(event.tag, kind, line, column, self.dialect) if event.tag else default
         node = Node(kind=kind, tag=tag, line=line, column=column)
+        if event.flow_style:
+            node.style = "flow"
         if event.anchor:
             self.open_anchors.add(event.anchor)
         self.stack.append((node, event.anchor, {}))
@@ -406,20 +417,22 @@ def _build_documents(
         return documents
 
 
-def _scalar_value(node: Node) -> object:
-    """The value go-yaml v3 decodes ``node`` to, as kustomize holds it after its JSON step.
+def _scalar_value(node: Node, resolved: str | None = None) -> object:
+    """The value go-yaml v3 decodes ``node`` to, as kustomize holds it after its JSON step;
+    ``resolved`` replaces the node's tag.
 
     A timestamp is the RFC 3339 text JSON prints for it (``2001-12-14`` is
     ``2001-12-14T00:00:00Z``); ``.nan`` and ``.inf`` are read, although kustomize cannot
     print them.
     """
     text = node.text
-    if node.tag == "str":
+    wanted = resolved or node.tag
+    if wanted == "str" or wanted == "!":
         return text
     # Explicit tags (!!int, ...) resolve the text the same way, without timestamps; a
     # plain scalar's tag came from resolving it, so the two agree.
-    tag, value = goscalar.resolve(text, timestamps=node.tag == "timestamp")
-    if tag == node.tag:
+    tag, value = goscalar.resolve(text, timestamps=wanted == "timestamp")
+    if tag == wanted:
         if tag == "timestamp" and value is None:
             raise YamlError(
                 f"timestamp {text!r} has a zone offset of 24 hours or more, which kustomize "
@@ -428,10 +441,10 @@ def _scalar_value(node: Node) -> object:
                 node.column,
             )
         return value
-    if node.tag == "float" and tag == "int":
+    if wanted == "float" and tag == "int":
         assert isinstance(value, int)
         return float(value)
-    raise YamlError(f"{text!r} is not a valid !!{node.tag}", node.line, node.column)
+    raise YamlError(f"{text!r} is not a valid !!{wanted}", node.line, node.column)
 
 
 @dataclass
@@ -502,7 +515,14 @@ def to_python(root: Node) -> tuple[object, Positions]:
     return result[0], positions
 
 
-def to_data(root: Node, *, yaml11: bool = False, annotation_text: bool = False) -> object:
+def to_data(
+    root: Node,
+    *,
+    yaml11: bool = False,
+    annotation_text: bool = False,
+    kyaml: bool = False,
+    patch: bool = False,
+) -> object:
     """Plain data like ``to_python``, without positions: the renderer's faster path.
 
     It also applies what the manifest dialect lets through: merge keys (explicit keys win,
@@ -512,25 +532,57 @@ def to_data(root: Node, *, yaml11: bool = False, annotation_text: bool = False) 
     as YAML 1.1 does (``yes`` is true), as kustomize reads kustomization files.
     ``annotation_text`` keeps the values of the top-level ``metadata.annotations`` as the text
     written (kustomize prints them back as strings of that text).
+
+    ``kyaml`` gives the values kustomize holds for a resource (or a strategic merge patch),
+    which its kyaml library reads with go-yaml v3 and, before printing, writes out as YAML with
+    go-yaml v3 and reads back, keeping each node's style. Three things differ from a plain
+    reading: a plain scalar with the non-specific tag (``! 12``) is resolved as if untagged;
+    an empty plain scalar in a flow collection (``{x: }``) is written as ``''`` and read back
+    as an empty string, not null; and a block scalar (``|``, ``>``) comes back as
+    ``_block_round_trip`` says. With ``patch`` (a strategic merge patch) an empty value stays
+    null: there it deletes a field rather than being written out.
     """
     built: dict[int, object] = {}
+    # annotation values become the text written (see _annotations_as_text)
+    as_text = (
+        {id(v) for _, v in _annotation_pairs(root)}
+        if annotation_text and root.kind == "mapping"
+        else set()
+    )
 
-    def convert(node: Node) -> object:
+    def scalar(node: Node, flow: bool) -> object:
+        if node.tag == "binary":
+            return _binary_text(node)
+        if kyaml and id(node) in as_text:
+            # kustomize sets annotations again as strings of the text, in literal style when
+            # they hold a line feed, before it writes the resource out
+            if "\n" in node.text:
+                _block_round_trip(node.text, False, node.line, node.column)
+        elif kyaml:
+            empty = node.style is None and node.text == "" and node.tag in ("null", "!")
+            if flow and empty and not patch:
+                return ""
+            if node.tag == "!" and node.style is None:
+                return _scalar_value(node, _resolve_plain(node.text))
+            if node.style in (">", "|") and node.tag in ("str", "!"):
+                return _block_round_trip(node.text, node.style == ">", node.line, node.column)
+        if yaml11 and node.style is None and node.tag == "str":
+            tag, value = goscalar.resolve_v2(node.text)
+            if tag != "str":
+                return value
+        return _scalar_value(node)
+
+    def convert(node: Node, flow: bool = False) -> object:
         known = built.get(id(node))
         if known is not None:
             return known
         if node.kind == "scalar":
-            if node.tag == "binary":
-                return _binary_text(node)
-            if yaml11 and node.style is None and node.tag == "str":
-                tag, value = goscalar.resolve_v2(node.text)
-                if tag != "str":
-                    return value
-            return _scalar_value(node)
+            return scalar(node, flow)
+        inner = node.style == "flow"
         if node.kind == "sequence":
             items: list[object] = []
             built[id(node)] = items
-            items.extend(convert(child) for child in node.items)
+            items.extend(convert(child, inner) for child in node.items)
             return items
         mapping: dict[str, object] = {}
         built[id(node)] = mapping
@@ -539,13 +591,19 @@ def to_data(root: Node, *, yaml11: bool = False, annotation_text: bool = False) 
             if key.text == "<<" and key.style is None:
                 merged.extend(child.items if child.kind == "sequence" else [child])
                 continue
-            if key.style is None and (key.tag not in ("str", "null") or key.text == "null"):
+            key_tag = key.tag
+            if key_tag == "!":
+                key_tag = _resolve_plain(key.text) if kyaml and key.style is None else "str"
+            if key.style is None and (key_tag not in ("str", "null") or key.text == "null"):
                 raise YamlError(
-                    f"mapping key {key.text!r} is read as a {key.tag}, not a string: quote it",
+                    f"mapping key {key.text!r} is read as a {key_tag}, not a string: quote it",
                     key.line,
                     key.column,
                 )
-            mapping[key.text] = convert(child)
+            name = key.text
+            if kyaml and key.style in (">", "|"):
+                name = _block_round_trip(name, key.style == ">", key.line, key.column)
+            mapping[name] = convert(child, inner)
         for source in merged:
             value = convert(source)
             if not isinstance(value, dict):
@@ -562,19 +620,96 @@ def to_data(root: Node, *, yaml11: bool = False, annotation_text: bool = False) 
     return data
 
 
+# go-yaml's line breaks; its reader has already turned CR, CR LF and NEL into LF in a value
+_GO_BREAKS = "\n\r\x85\u2028\u2029"
+_GO_BREAK = re.compile("[\n\r\x85\u2028\u2029]")
+# What makes go-yaml v3 write a string double-quoted whatever its style: a trailing space, a
+# space before a line break, or a character it does not print as is (a tab it does).
+_GO_NOT_BLOCK = re.compile(
+    " \\Z| [\n\r\x85\u2028\u2029]|[^\t\n\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd]"
+)
+
+
+def _block_round_trip(value: str, folded: bool, line: int, column: int) -> str:
+    """A block scalar's value after kustomize writes it with go-yaml v3 and reads it back.
+
+    go-yaml v3 writes a literal or folded scalar in its style, with an indentation indicator
+    only when the value starts with a space or a line break, so a value starting with a tab
+    cannot be read back: kustomize fails, and so does this.
+
+    A literal scalar otherwise comes back as it was. A folded one may not: the writer has to
+    double a line feed so that reading does not fold it into a space, except after a line
+    starting with a space or tab and before one (where reading keeps it anyway). go-yaml
+    decides the latter by looking at the start of the whole value (past its leading line
+    breaks) instead of at the next line. So when the value starts with a letter, a line feed
+    before a more-indented line comes back doubled; when it starts with a space, single line
+    feeds between lines of text come back as spaces; and keep chomping (``>+``) gets one more
+    line feed before its trailing blank lines. The text is written here as go-yaml writes it
+    and read back with the parser, whose block scalar reading is go-yaml's.
+    """
+    if not value or _GO_NOT_BLOCK.search(value):
+        return value  # written double-quoted, which reads back exactly
+    if value[0] == "\t":
+        raise YamlError(
+            "a block scalar starting with a tab: kustomize writes it out again without an "
+            "indentation indicator and cannot read it back (found a tab character where an "
+            "indentation space is expected)",
+            line,
+            column,
+        )
+    if not folded or not _GO_BREAK.search(value):
+        return value
+    return _reread_folded(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _reread_folded(value: str) -> str:
+    header = ">"
+    if value[0] == " " or value[0] in _GO_BREAKS:
+        header += "2"  # go-yaml's indentation indicator is its indent step, 2 in kustomize
+    if value[-1] not in _GO_BREAKS:
+        header += "-"
+    elif len(value) == 1 or value[-2] in _GO_BREAKS:
+        header += "+"
+    start = value.lstrip(_GO_BREAKS)[:1]
+    doubles = start not in ("", " ", "\t")  # what go-yaml looks at: see _block_round_trip
+    written = ["k: ", header, "\n"]
+    at_break = leading_blank = True
+    for char in value:
+        if char in _GO_BREAKS:
+            if doubles and char == "\n" and not at_break and not leading_blank:
+                written.append("\n")
+            at_break = True
+        elif at_break:
+            written.append("  ")
+            leading_blank = char in " \t"
+            at_break = False
+        written.append(char)
+    if not at_break:
+        written.append("\n")
+    (document,) = parse("".join(written).encode())
+    return document.pairs[0][1].text
+
+
+def _annotation_pairs(root: Node) -> list[tuple[Node, Node]]:
+    """The (key, value) nodes of the top-level ``metadata.annotations``, if a mapping."""
+    pairs: list[tuple[Node, Node]] = []
+    metadata_node = next((v for k, v in root.pairs if k.text == "metadata"), None)
+    if metadata_node is not None:
+        for key, value in metadata_node.pairs:
+            if key.text == "annotations" and value.kind == "mapping":
+                pairs.extend(value.pairs)
+    return pairs
+
+
 def _annotations_as_text(root: Node, data: dict[str, object]) -> None:
     metadata = data.get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
     if not isinstance(annotations, dict):
         return
-    metadata_node = next((v for k, v in root.pairs if k.text == "metadata"), None)
-    if metadata_node is None:
-        return
-    for key, value in metadata_node.pairs:
-        if key.text == "annotations" and value.kind == "mapping":
-            for name, item in value.pairs:
-                if item.kind == "scalar" and item.tag != "binary" and name.text in annotations:
-                    annotations[name.text] = item.text
+    for name, item in _annotation_pairs(root):
+        if item.kind == "scalar" and item.tag != "binary" and name.text in annotations:
+            annotations[name.text] = item.text
 
 
 def _binary_text(node: Node) -> object:

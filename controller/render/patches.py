@@ -187,7 +187,7 @@ def _load_patch(
         text, where = entry["patch"].encode(), source
     else:
         raise RenderError(source, "a patch entry needs path or patch")
-    return [d for d in documents.load(text, where, limits) if d is not None], where
+    return [d for d in documents.load(text, where, limits, patch=True) if d is not None], where
 
 
 def apply_patch(
@@ -237,7 +237,7 @@ def apply_strategic_merge_list(
             if inline
             else (read(entry), kustomization.beside(source, entry))
         )
-        for document in documents.load(text, where, limits):
+        for document in documents.load(text, where, limits, patch=True):
             if document is None:
                 continue
             _check_strategic(document, where)
