@@ -242,8 +242,9 @@ class _Builder:
             )
         self.count(1, (line, column))
         default = "map" if kind == "mapping" else "seq"
-        tag = _explicit_tag(event.tag, kind, line, column, self.dialect) if event.tag else default
-        node = Node(kind=kind, tag=tag, line=line, column=column)
+        explicit = event.tag if event.ctag is not None else None
+        tag = _explicit_tag(explicit, kind, line, column, self.dialect) if explicit else default
+        node = Node(kind, tag, line, column, "", None, [], [])
         if event.flow_style:
             node.style = "flow"
         if event.anchor:
@@ -267,27 +268,38 @@ class _Builder:
         if self.nodes > self.limits.max_nodes:
             self.count(0, (line, column))
         style = event.style or None
-        if event.tag:
+        text = event.value
+        # (ctag is the tag as parsed; the tag property, a Python call, only when there is one)
+        if event.ctag is not None and event.tag:
             tag = _explicit_tag(event.tag, "scalar", line, column, self.dialect)
+        elif style is not None or (text and text[0] not in goscalar.TYPED_START):
+            tag = "str"  # (settled here, without a call, for most keys and values)
         else:
-            tag = _resolve_plain(event.value) if style is None else "str"
-        node = Node("scalar", tag, line, column, event.value, style, _NO_ITEMS, _NO_PAIRS)
+            tag = _resolve_plain(text)
+        node = Node("scalar", tag, line, column, text, style, _NO_ITEMS, _NO_PAIRS)
         if event.anchor:
             self.anchors[event.anchor] = node
         stack = self.stack
         if not stack:
             self.root = node
             return
-        parent = stack[-1][0]
+        parent, _, seen_keys = stack[-1]
         if parent.kind == "sequence":
             parent.size += 1
             parent.items.append(node)
-        elif self.pending_key[-1] is not None:
+            return
+        pending = self.pending_key
+        key = pending[-1]
+        if key is not None:
             parent.size += 1
-            parent.pairs.append((self.pending_key[-1], node))
-            self.pending_key[-1] = None
+            parent.pairs.append((key, node))
+            pending[-1] = None
+        elif text in seen_keys or (text == "<<" and style is None):
+            self.add(node)  # a repeated key or a merge key: the general path decides
         else:
-            self.add(node)
+            parent.size += 1
+            seen_keys[text] = node
+            pending[-1] = node
 
     def alias(self, event: ev.AliasEvent) -> None:
         position = _position(event)
@@ -383,18 +395,25 @@ def _build_documents(
 ) -> list[Node]:
     documents: list[Node] = []
     builder: _Builder | None = None
+    # the event classes, looked up once (the loop runs once per event)
+    scalar, mapping_start, sequence_start = (
+        ev.ScalarEvent,
+        ev.MappingStartEvent,
+        ev.SequenceStartEvent,
+    )
+    mapping_end, sequence_end = ev.MappingEndEvent, ev.SequenceEndEvent
     try:
         while True:
             event = next_event()
             kind = type(event)
-            if kind is ev.ScalarEvent and builder is not None:
+            if kind is scalar and builder is not None:
                 builder.scalar(event)  # type: ignore[arg-type]
-            elif kind is ev.MappingStartEvent and builder is not None:
-                builder.start("mapping", event)  # type: ignore[arg-type]
-            elif kind is ev.SequenceStartEvent and builder is not None:
-                builder.start("sequence", event)  # type: ignore[arg-type]
-            elif (kind is ev.MappingEndEvent or kind is ev.SequenceEndEvent) and builder:
+            elif (kind is mapping_end or kind is sequence_end) and builder:
                 builder.end()
+            elif kind is mapping_start and builder is not None:
+                builder.start("mapping", event)  # type: ignore[arg-type]
+            elif kind is sequence_start and builder is not None:
+                builder.start("sequence", event)  # type: ignore[arg-type]
             elif kind is ev.AliasEvent and builder is not None:
                 builder.alias(event)  # type: ignore[arg-type]
             elif kind is ev.DocumentStartEvent:
@@ -573,11 +592,16 @@ def to_data(
         return _scalar_value(node)
 
     def convert(node: Node, flow: bool = False) -> object:
+        if node.kind == "scalar":
+            # most scalars are plain strings as written (the call below settles the rest)
+            text = node.text
+            plain_word = not yaml11 or (text and text[0] not in goscalar.TYPED_START)
+            if node.tag == "str" and node.style is None and plain_word:
+                return text
+            return scalar(node, flow)
         known = built.get(id(node))
         if known is not None:
             return known
-        if node.kind == "scalar":
-            return scalar(node, flow)
         inner = node.style == "flow"
         if node.kind == "sequence":
             items: list[object] = []
@@ -625,8 +649,11 @@ _GO_BREAKS = "\n\r\x85\u2028\u2029"
 _GO_BREAK = re.compile("[\n\r\x85\u2028\u2029]")
 # What makes go-yaml v3 write a string double-quoted whatever its style: a trailing space, a
 # space before a line break, or a character it does not print as is (a tab it does).
+# (The last class lists what go-yaml does not print, which Python compiles much faster than
+# the ranges it does.)
 _GO_NOT_BLOCK = re.compile(
-    " \\Z| [\n\r\x85\u2028\u2029]|[^\t\n\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd]"
+    " \\Z| [\n\r\x85\u2028\u2029]"
+    "|[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufeff\ufffe\uffff\U00010000-\U0010ffff]"
 )
 
 

@@ -147,7 +147,8 @@ class Resource:
     origin: Origin | None = None
     transformations: list[Origin] = field(default_factory=list)
     links: list[list[LinkPath]] = field(default_factory=list)  # see links.py
-    _gvk_cache: tuple[tuple[Any, Any], Gvk] | None = field(default=None, repr=False, compare=False)
+    # the gvk, with the apiVersion and kind it was made from (they may change in place)
+    _gvk_cache: tuple[Any, Any, Gvk] | None = field(default=None, repr=False, compare=False)
 
     def copy_without_data(self) -> Resource:
         """The tracking fields only (the caller supplies data)."""
@@ -174,11 +175,11 @@ class Resource:
     @property
     def gvk(self) -> Gvk:
         data = self.data
-        key = (data.get("apiVersion"), data.get("kind"))
+        api_version, kind = data.get("apiVersion"), data.get("kind")
         cached = self._gvk_cache
-        if cached is None or cached[0] != key:
-            cached = self._gvk_cache = (key, Gvk.of(data))
-        return cached[1]
+        if cached is None or cached[0] is not api_version or cached[1] is not kind:
+            cached = self._gvk_cache = (api_version, kind, Gvk.of(data))
+        return cached[2]
 
     @property
     def kind(self) -> str:

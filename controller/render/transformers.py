@@ -177,13 +177,13 @@ def _split_image(image: str) -> tuple[str, str, str]:
     return image[: offset + colon], image[offset + colon + 1 :], ""
 
 
-def _image_matches(image: str, name: str) -> bool:
-    # kustomize puts the configured name into a regular expression unescaped
+def _image_pattern(name: str) -> re.Pattern[str] | None:
+    """What an ``images`` entry's name matches: kustomize puts the configured name into a
+    regular expression unescaped (None when that is not a valid expression)."""
     try:
-        pattern = re.compile("^" + name + r"(:[a-zA-Z0-9_.{}-]*)?(@sha256:[a-zA-Z0-9_.{}-]*)?$")
+        return re.compile("^" + name + r"(:[a-zA-Z0-9_.{}-]*)?(@sha256:[a-zA-Z0-9_.{}-]*)?$")
     except re.error:
-        return False
-    return pattern.match(image) is not None
+        return None
 
 
 def _new_image(image: str, rule: dict[str, Any]) -> str:
@@ -234,20 +234,27 @@ def set_image(resources: list[Resource], rule: Any, source: str) -> None:
     for key in ("newName", "newTag", "digest", "tagSuffix"):
         if rule.get(key) is not None and not isinstance(rule[key], str):
             raise RenderError(source, f"images {rule['name']}: {key} must be a string; quote it")
+    pattern = _image_pattern(rule["name"])
+    if pattern is None:
+        return
     for resource in resources:
         if resource.kind == "CustomResourceDefinition":
             continue
+        again = False
         for container in _containers_anywhere(resource.data):
             image = container.get("image")
-            if isinstance(image, str) and _image_matches(image, rule["name"]):
-                container["image"] = _new_image(image, rule)
-
-        # kustomize then runs the same update over its image field specs: harmless for
-        # most rules, but a tagSuffix is added a second time there
+            if isinstance(image, str) and pattern.match(image):
+                container["image"] = new = _new_image(image, rule)
+                again = again or (pattern.match(new) is not None and _new_image(new, rule) != new)
+        if not again:
+            continue
+        # kustomize then runs the same update over its image field specs (which hold some of
+        # the containers just updated): a second update changes nothing, but for a tagSuffix
+        # (added a second time) or an image that does not read back as it was written
         for spec in _IMAGE_FIELDS:
             for mapping, key, _ in fieldspecs.places(resource.data, spec.parts(), spec.create):
                 image = mapping[key]
-                if isinstance(image, str) and _image_matches(image, rule["name"]):
+                if isinstance(image, str) and pattern.match(image):
                     mapping[key] = _new_image(image, rule)
 
 
