@@ -224,8 +224,12 @@ class Resource:
     def remember_id(self, earlier: ResId | None = None) -> None:
         """Record the current id (or ``earlier``, taken before a change made in place)
         before a transformer changes the name or namespace."""
-        current = earlier if earlier is not None else self.id
-        self.previous.append(ResId(current.gvk, current.name, current.effective_namespace))
+        if earlier is None:
+            gvk, name, namespace = self.gvk, self.name, self.namespace
+        else:
+            gvk, name, namespace = earlier
+        effective = "" if is_cluster_scoped(gvk.kind) else namespace or "default"
+        self.previous.append(ResId(gvk, name, effective))
 
     def set_name(self, name: str) -> None:
         self.metadata["name"] = name
