@@ -57,13 +57,15 @@ class _Scope:
                 kinds.add((earlier.gvk.kind, None))
                 kinds.add((earlier.gvk.kind, earlier.gvk.group))
             self.names[id(resource)], self.kinds[id(resource)] = names, kinds
-            rid = resource.id
-            self.current[id(resource)] = (rid.gvk.kind, rid.effective_namespace)
-            if is_cluster_scoped(rid.gvk.kind):
+            kind, literal = resource.kind, resource.namespace
+            if is_cluster_scoped(kind):
                 self.cluster.append(resource)
+                self.current[id(resource)] = (kind, "")
             else:
-                self.by_namespace.setdefault(rid.effective_namespace, []).append(resource)
-            self.by_literal_namespace.setdefault(rid.namespace, []).append(resource)
+                namespace = literal or "default"  # the effective namespace
+                self.by_namespace.setdefault(namespace, []).append(resource)
+                self.current[id(resource)] = (kind, namespace)
+            self.by_literal_namespace.setdefault(literal, []).append(resource)
 
     def visible_to(self, referrer: Resource) -> list[Resource]:
         kind, namespace = self.current[id(referrer)]

@@ -6,6 +6,7 @@ Pure functions over lists of ``Resource``; errors name the kustomization file.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -129,16 +130,28 @@ def set_labels(
             raise RenderError(
                 source, f"label name '{clash[0]}' exists in both commonLabels and labels"
             )
-        specs: list[FieldSpec] = [_field_spec(fs, source) for fs in entry.get("fields") or []]
-        if entry.get("includeSelectors"):
-            specs += fieldspecs.COMMON_LABELS
-        else:
-            if entry.get("includeTemplates"):
-                specs += fieldspecs.TEMPLATE_LABELS
-            specs.append(FieldSpec("metadata/labels", create=True))
-        table = fieldspecs.SpecTable(_unique(specs))
+        fields = tuple(_field_spec(fs, source) for fs in entry.get("fields") or [])
+        table = _labels_table(
+            fields, bool(entry.get("includeSelectors")), bool(entry.get("includeTemplates"))
+        )
         _set_entries(resources, _string_map(pairs, "labels.pairs", source), table, source)
     _set_entries(resources, common, _COMMON_LABELS, source)
+
+
+@functools.lru_cache(maxsize=256)
+def _labels_table(
+    fields: tuple[FieldSpec, ...], selectors: bool, templates: bool
+) -> fieldspecs.SpecTable:
+    """Where one `labels` entry puts its pairs: its own fields, then the selectors and pod
+    templates (includeSelectors), or the pod templates (includeTemplates) and metadata."""
+    specs = list(fields)
+    if selectors:
+        specs += fieldspecs.COMMON_LABELS
+    else:
+        if templates:
+            specs += fieldspecs.TEMPLATE_LABELS
+        specs.append(FieldSpec("metadata/labels", create=True))
+    return fieldspecs.SpecTable(_unique(specs))
 
 
 def set_annotations(resources: list[Resource], annotations: dict[str, str], source: str) -> None:
