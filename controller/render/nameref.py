@@ -219,43 +219,47 @@ for _target, _specs in fieldspecs.NAME_REFERENCES.items():
 
 
 _Leaf = tuple[tuple[str, str], fieldspecs.FieldSpec]
+# a tree of reference paths: per key (``name[]`` written ``name``), the subtree below it and
+# the specs that end there
+_Trie = tuple[tuple[str, "_Trie", list[_Leaf]], ...]
 
 
 @functools.cache
-def _trie_for(gvk: Gvk) -> dict[str | None, Any]:
-    """All reference paths of a referrer kind merged into one tree, walked once per object;
-    ``None`` keys hold the specs that end at a node."""
-    trie: dict[str | None, Any] = {}
+def _trie_for(gvk: Gvk) -> _Trie:
+    """All reference paths of a referrer kind merged into one tree, walked once per object."""
+    tree: dict[str | None, Any] = {}
     for target, spec in _BY_REFERRER.get(gvk.kind, []) + _BY_REFERRER.get("", []):
         if spec.applies_to(gvk):
-            node = trie
+            node = tree
             for part in spec.parts():
                 node = node.setdefault(part, {})
             node.setdefault(None, []).append((target, spec))
-    return trie
+    return _frozen(tree)
 
 
-def _walk(
-    obj: Any, trie: dict[str | None, Any], found: Callable[[dict[str, Any], str, list[_Leaf]], None]
-) -> None:
+def _frozen(tree: dict[str | None, Any]) -> _Trie:
+    return tuple(
+        (part.removesuffix("[]"), _frozen(child), child.get(None) or [])
+        for part, child in tree.items()
+        if part is not None
+    )
+
+
+def _walk(obj: Any, trie: _Trie, found: Callable[[dict[str, Any], str, list[_Leaf]], None]) -> None:
     if isinstance(obj, list):
         for item in obj:
             _walk(item, trie, found)
         return
     if not isinstance(obj, dict):
         return
-    for part, child in trie.items():
-        if part is None:
-            continue
-        key = part[:-2] if part.endswith("[]") else part
+    for key, below, leaves in trie:
         value = obj.get(key)
         if value is None:
             continue
-        leaves = child.get(None)
         if leaves:
             found(obj, key, leaves)
-        if len(child) > (1 if leaves else 0):
-            _walk(value, child, found)
+        if below:
+            _walk(value, below, found)
 
 
 def fix_references(resources: list[Resource]) -> None:
