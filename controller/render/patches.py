@@ -19,6 +19,7 @@ from rciots.controller.render import (
     jsonpatch6902,
     kustomization,
     links,
+    replacements,
     selectors,
     strategic,
 )
@@ -43,6 +44,10 @@ def strategic_merge(resource: Resource, patch: dict[str, Any], options: dict[str
         patch.pop("apiVersion", None)
     earlier = resource.id
     before = links.snapshot(resource)
+    if resource.untagged:
+        # (the walk rewrites the fields it reaches before it merges the patch's over them)
+        target = resource.data
+        replacements.quote_untagged(resource, lambda path: strategic.walks_to(target, path))
     try:
         # in place: a failing merge fails the whole build, so nothing half-merged is kept
         merged = strategic.merge_object(resource.data, patch)
@@ -134,7 +139,9 @@ def _patch_json6902(resource: Resource, operations: Any, where: str) -> None:
         del metadata["annotations"]
     if resource.name != before.name:
         resource.remember_id(before)
-    resource.links.clear()  # kustomize rebuilds the object from JSON: nothing stays shared
+    # kustomize rebuilds the object from JSON: nothing stays shared, every scalar is typed
+    resource.links.clear()
+    resource.untagged.clear()
 
 
 def _apply_strategic(

@@ -15,9 +15,9 @@ from typing import Any
 from rciots.controller import goscalar, yamlsafe
 from rciots.controller.render import documents, kustomization, links, selectors
 from rciots.controller.render.api import RenderError
-from rciots.controller.render.resource import ResId, Resource, copy_data, scalar_text
+from rciots.controller.render.resource import LinkPath, ResId, Resource, copy_data, scalar_text
 
-__all__ = ["apply", "split_path"]
+__all__ = ["apply", "quote_untagged", "split_path"]
 
 Reader = Callable[[str], bytes]
 
@@ -143,7 +143,7 @@ def _item_text(item: Any, name: str) -> str | None:
     return None if isinstance(value, dict | list) else scalar_text(value)
 
 
-Slot = tuple[Any, Any]  # (container, key or index)
+Slot = tuple[Any, Any, LinkPath]  # (container, key or index, path from the object's top)
 
 # what a created field holds until the value is set: a created scalar is an untagged one
 _CREATED_SCALAR = None
@@ -161,14 +161,16 @@ def _new_node(following: str, leaf: Any) -> Any:
     return {}
 
 
-def _slots(container: Any, key: Any, parts: list[str], create: bool, leaf: Any) -> list[Slot]:
+def _slots(
+    container: Any, key: Any, parts: list[str], create: bool, leaf: Any, path: LinkPath = ()
+) -> list[Slot]:
     """Every (container, key) place a target's field path leads to, as kyaml's PathMatcher
     finds them: ``[name=value]`` matches every item whose field the value matches as a
     regular expression; ``*`` every item; a number one index. With ``create``, missing
     fields are added, an item selector adds the item, and an index one past the end
     appends."""
     if not parts:
-        return [(container, key)]
+        return [(container, key, path)]
     node = container[key]
     part, rest = parts[0], parts[1:]
     following = rest[0] if rest else ""
@@ -181,7 +183,7 @@ def _slots(container: Any, key: Any, parts: list[str], create: bool, leaf: Any) 
             items.append(_new_node(following, leaf))
         if index >= len(items):
             raise _PathError(f"index {index} specified but only {len(items)} elements found")
-        return _slots(items, index, rest, create, leaf)
+        return _slots(items, index, rest, create, leaf, (*path, index))
     if selector is not None:
         name, pattern = selector
         items = _expect(node, list)
@@ -202,12 +204,12 @@ def _slots(container: Any, key: Any, parts: list[str], create: bool, leaf: Any) 
             items.append({name: pattern} if name else pattern)
             found = matching()
         for index in found:
-            places.extend(_slots(items, index, rest, create, leaf))
+            places.extend(_slots(items, index, rest, create, leaf, (*path, index)))
         return places
     if part == "*":
         items = _expect(node, list)
         for index in range(len(items)):
-            places.extend(_slots(items, index, rest, create, leaf))
+            places.extend(_slots(items, index, rest, create, leaf, (*path, index)))
         return places
     if node is None:
         if not create:
@@ -218,7 +220,7 @@ def _slots(container: Any, key: Any, parts: list[str], create: bool, leaf: Any) 
         if not create:
             return places
         mapping[part] = _new_node(following, leaf)
-    return _slots(mapping, part, rest, create, leaf)
+    return _slots(mapping, part, rest, create, leaf, (*path, part))
 
 
 def _source_value(resources: list[Resource], source: dict[str, Any], where: str) -> Any:
@@ -248,12 +250,14 @@ def _source_value(resources: list[Resource], source: dict[str, Any], where: str)
     return value
 
 
-def _set(slot: Slot, value: Any, options: dict[str, Any], where: str) -> None:
-    container, key = slot
+def _set(resource: Resource, slot: Slot, value: Any, options: dict[str, Any], where: str) -> None:
+    container, key, path = slot
     current = container[key]
     if current is None and not isinstance(value, dict | list):
         # a created field is an untagged scalar: its text is read as YAML reads it
-        container[key] = goscalar.resolve(scalar_text(value), timestamps=False)[1]
+        text = scalar_text(value)
+        container[key] = goscalar.resolve(text, timestamps=False)[1]
+        resource.untagged.append((path, text))
         return
     if options.get("delimiter"):
         if isinstance(current, dict | list):
@@ -272,6 +276,39 @@ def _set(slot: Slot, value: Any, options: dict[str, Any], where: str) -> None:
         value = _typed_like(current, scalar_text(value), where)
     # each target gets its own copy, as kustomize copies the source node for each
     container[key] = copy_data(value)
+
+
+def quote_untagged(resource: Resource, walked: Callable[[LinkPath], bool]) -> None:
+    """What a strategic merge patch does to the fields replacements created in ``resource``.
+
+    kustomize leaves a created scalar untagged, so YAML reads its text (``1`` is a number)
+    when the object is printed. A strategic merge rewrites every field its walk reaches
+    (``walked``: through mappings and merged lists), and quotes an untagged text that
+    YAML 1.1 would read as something other than a string: ``1``, ``true`` or ``null`` stay
+    strings from then on. Created fields that changed since are no longer untagged.
+    """
+    kept = []
+    for path, text in resource.untagged:
+        holder = links.container(resource.data, path)
+        key = path[-1]
+        created = goscalar.resolve(text, timestamps=False)[1]
+        current = holder[key] if _holds(holder, key) else _MISSING
+        if current is _MISSING or type(current) is not type(created) or current != created:
+            continue
+        if walked(path) and "\n" not in text and goscalar.resolve_v2(text)[0] != "str":
+            holder[key] = text
+            continue
+        kept.append((path, text))
+    resource.untagged[:] = kept
+
+
+_MISSING = object()
+
+
+def _holds(holder: Any, key: str | int) -> bool:
+    if isinstance(holder, dict):
+        return key in holder
+    return isinstance(holder, list) and isinstance(key, int) and 0 <= key < len(holder)
 
 
 def _typed_like(current: Any, text: str, where: str) -> Any:
@@ -311,7 +348,8 @@ def _apply_one(resources: list[Resource], replacement: dict[str, Any], where: st
             for field_path in target.get("fieldPaths") or ["metadata.name"]:
                 what = "find or create" if create else "find"
                 try:
-                    slots = _slots({"": resource.data}, "", split_path(field_path), create, value)
+                    parts = split_path(field_path)
+                    slots = _slots({"": resource.data}, "", parts, create, value)
                 except _PathError as exc:
                     raise RenderError(
                         where,
@@ -325,7 +363,7 @@ def _apply_one(resources: list[Resource], replacement: dict[str, Any], where: st
                         + ("" if create else "; set options.create to add it"),
                     )
                 for slot in slots:
-                    _set(slot, value, options, where)
+                    _set(resource, slot, value, options, where)
             links.sync(resource, before)
 
 

@@ -147,6 +147,9 @@ class Resource:
     origin: Origin | None = None
     transformations: list[Origin] = field(default_factory=list)
     links: list[list[LinkPath]] = field(default_factory=list)  # see links.py
+    # scalars replacements created, with their text: untagged in kustomize (see
+    # replacements.quote_untagged)
+    untagged: list[tuple[LinkPath, str]] = field(default_factory=list)
     # the gvk, with the apiVersion and kind it was made from (they may change in place)
     _gvk_cache: tuple[Any, Any, Gvk] | None = field(default=None, repr=False, compare=False)
 
@@ -163,6 +166,7 @@ class Resource:
             self.origin,
             list(self.transformations),
             [list(group) for group in self.links],
+            list(self.untagged),
         )
 
     @property
