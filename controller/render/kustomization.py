@@ -63,6 +63,143 @@ _UNSUPPORTED = {
 # kustomize decodes the file into a Go struct, which matches field names case-insensitively
 _CANONICAL = {name.lower(): name for name in (*_SUPPORTED, *_UNSUPPORTED)}
 
+# The Go types kustomize decodes a kustomization into, from JSON: "string", "bool", "int"
+# (int64), "any", [T] (a list), ("map", T) (string keys) or a struct (field name -> type),
+# whose field names match case-insensitively and which refuses unknown fields.
+Schema = Any
+_S, _B, _I = "string", "bool", "int"
+_GVK = {"group": _S, "version": _S, "kind": _S}
+_SELECTOR = {**_GVK, "name": _S, "namespace": _S, "annotationSelector": _S, "labelSelector": _S}
+_GENERATOR_OPTIONS = {
+    "labels": ("map", _S),
+    "annotations": ("map", _S),
+    "disableNameSuffixHash": _B,
+    "immutable": _B,
+}
+_GENERATOR = {
+    "namespace": _S,
+    "name": _S,
+    "behavior": _S,
+    "literals": [_S],
+    "files": [_S],
+    "envs": [_S],
+    "env": _S,
+    "options": _GENERATOR_OPTIONS,
+}
+_FIELD_OPTIONS = {"delimiter": _S, "index": _I, "encoding": _S, "create": _B}
+_PATCH = {"path": _S, "patch": _S, "target": _SELECTOR, "options": ("map", _B)}
+_IMAGE = {"name": _S, "newName": _S, "tagSuffix": _S, "newTag": _S, "digest": _S}
+_FIELDS: dict[str, Schema] = {
+    "apiVersion": _S,
+    "kind": _S,
+    "metadata": {"name": _S, "namespace": _S, "labels": ("map", _S), "annotations": ("map", _S)},
+    "namePrefix": _S,
+    "nameSuffix": _S,
+    "namespace": _S,
+    "commonLabels": ("map", _S),
+    "labels": [
+        {
+            "pairs": ("map", _S),
+            "includeSelectors": _B,
+            "includeTemplates": _B,
+            "fields": [{**_GVK, "path": _S, "create": _B}],
+        }
+    ],
+    "commonAnnotations": ("map", _S),
+    "patchesStrategicMerge": [_S],
+    "patchesJson6902": [_PATCH],
+    "patches": [_PATCH],
+    "images": [_IMAGE],
+    "replacements": [
+        {
+            "path": _S,
+            "source": {**_SELECTOR, "fieldPath": _S, "options": _FIELD_OPTIONS},
+            "targets": [
+                {
+                    "select": _SELECTOR,
+                    "reject": [_SELECTOR],
+                    "fieldPaths": [_S],
+                    "options": _FIELD_OPTIONS,
+                }
+            ],
+        }
+    ],
+    "replicas": [{"name": _S, "count": _I}],
+    "sortOptions": {
+        "order": _S,
+        "legacySortOptions": {"orderFirst": [_S], "orderLast": [_S]},
+    },
+    "resources": [_S],
+    "components": [_S],
+    "bases": [_S],
+    "configMapGenerator": [_GENERATOR],
+    "secretGenerator": [{**_GENERATOR, "type": _S}],
+    "generatorOptions": _GENERATOR_OPTIONS,
+    "buildMetadata": [_S],
+}
+
+
+def _json_kind(value: Any) -> str:
+    """What Go's JSON decoder calls a value in its type errors."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _decoded(path: str, value: Any, schema: Schema, where: str) -> Any:
+    """``value`` decoded as kustomize decodes it into ``schema``'s Go type: field names made
+    canonical, integral numbers into int fields; RenderError for what Go's decoder refuses
+    (a value of the wrong JSON kind, an unknown field, a fraction for an int)."""
+
+    def refuse(what: str) -> RenderError:
+        return RenderError(where, f"{path}: cannot unmarshal {what} into a Go {schema_name}")
+
+    schema_name = (
+        schema
+        if isinstance(schema, str)
+        else "list"
+        if isinstance(schema, list)
+        else "map"
+        if isinstance(schema, tuple)
+        else "struct"
+    )
+    if value is None or schema == "any":
+        return value
+    if schema == _S:
+        if not isinstance(value, str):
+            raise refuse(_json_kind(value))
+        return value
+    if schema == _B:
+        if not isinstance(value, bool):
+            raise refuse(_json_kind(value))
+        return value
+    if schema == _I:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise refuse(_json_kind(value))
+        if isinstance(value, float) and not value.is_integer():
+            raise refuse(f"number {value}")
+        return int(value)
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            raise refuse(_json_kind(value))
+        return [_decoded(f"{path}[{i}]", item, schema[0], where) for i, item in enumerate(value)]
+    if not isinstance(value, dict):
+        raise refuse(_json_kind(value))
+    if isinstance(schema, tuple):
+        return {k: _decoded(f"{path}.{k}", v, schema[1], where) for k, v in value.items()}
+    names = {name.lower(): name for name in schema}
+    decoded: dict[str, Any] = {}
+    for key, item in value.items():
+        name = key if key in schema else names.get(key.lower())
+        if name is None:
+            raise RenderError(where, f"{path}: unknown field {key!r}")
+        decoded[name] = _decoded(f"{path}.{name}", item, schema[name], where)
+    return decoded
+
 
 @dataclass
 class Kustomization:
@@ -136,6 +273,8 @@ def parse(path: str, data: bytes, limits: yamlsafe.Limits) -> Kustomization:
             raise RenderError(path, f"unsupported field '{key}': {_UNSUPPORTED[key]}")
         if key not in _SUPPORTED:
             raise RenderError(path, f"unknown field '{key}' in the kustomization")
+    # as kustomize decodes the whole file before building anything, its type errors come first
+    raw = {key: _decoded(key, value, _FIELDS[key], path) for key, value in raw.items()}
     kind = raw.get("kind") or "Kustomization"
     if kind not in KINDS:
         raise RenderError(path, "kind should be Kustomization or Component")

@@ -294,7 +294,7 @@ def set_replica_count(resources: list[Resource], rule: Any, source: str) -> None
     """One entry of ``replicas``: the count for the workloads of that name."""
     if not isinstance(rule, dict) or not isinstance(rule.get("name"), str):
         raise RenderError(source, "each replicas entry needs a name and a count")
-    count = rule.get("count")
+    count = rule.get("count") or 0  # (decoded as Go does: a missing or null count is 0)
     if not isinstance(count, int) or isinstance(count, bool):
         raise RenderError(source, f"replicas count for {rule['name']} must be a number")
     name = rule["name"]
