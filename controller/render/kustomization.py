@@ -150,55 +150,78 @@ def _json_kind(value: Any) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
-def _decoded(path: str, value: Any, schema: Schema, where: str) -> Any:
+class _Mismatch(Exception):
+    """A value Go's decoder refuses; ``path`` is filled in, innermost part first."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path: list[str] = []
+
+
+def _decoded(value: Any, schema: Schema) -> Any:
     """``value`` decoded as kustomize decodes it into ``schema``'s Go type: field names made
-    canonical, integral numbers into int fields; RenderError for what Go's decoder refuses
-    (a value of the wrong JSON kind, an unknown field, a fraction for an int)."""
-
-    def refuse(what: str) -> RenderError:
-        return RenderError(where, f"{path}: cannot unmarshal {what} into a Go {schema_name}")
-
-    schema_name = (
-        schema
-        if isinstance(schema, str)
-        else "list"
-        if isinstance(schema, list)
-        else "map"
-        if isinstance(schema, tuple)
-        else "struct"
-    )
-    if value is None or schema == "any":
-        return value
-    if schema == _S:
-        if not isinstance(value, str):
-            raise refuse(_json_kind(value))
-        return value
-    if schema == _B:
-        if not isinstance(value, bool):
-            raise refuse(_json_kind(value))
-        return value
-    if schema == _I:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise refuse(_json_kind(value))
-        if isinstance(value, float) and not value.is_integer():
-            raise refuse(f"number {value}")
-        return int(value)
-    if isinstance(schema, list):
-        if not isinstance(value, list):
-            raise refuse(_json_kind(value))
-        return [_decoded(f"{path}[{i}]", item, schema[0], where) for i, item in enumerate(value)]
-    if not isinstance(value, dict):
-        raise refuse(_json_kind(value))
-    if isinstance(schema, tuple):
-        return {k: _decoded(f"{path}.{k}", v, schema[1], where) for k, v in value.items()}
-    names = {name.lower(): name for name in schema}
+    canonical, integral numbers into int fields; _Mismatch for what Go's decoder refuses (a
+    value of the wrong JSON kind, an unknown field, a fraction for an int)."""
+    if value is None:
+        return None
+    if type(schema) is str:
+        if schema == _S:
+            if type(value) is str:
+                return value
+        elif schema == _B:
+            if type(value) is bool:
+                return value
+        elif schema == _I:
+            if type(value) is int:
+                return value
+            if type(value) is float:
+                if value.is_integer():
+                    return int(value)
+                raise _Mismatch(f"cannot unmarshal number {value} into a Go int")
+        else:  # any
+            return value
+        raise _Mismatch(f"cannot unmarshal {_json_kind(value)} into a Go {schema}")
+    if type(schema) is list:
+        if type(value) is not list:
+            raise _Mismatch(f"cannot unmarshal {_json_kind(value)} into a Go list")
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_decoded(item, schema[0]))
+            except _Mismatch as exc:
+                exc.path.append(f"[{index}]")
+                raise
+        return items
+    if type(value) is not dict:
+        kind = "map" if type(schema) is tuple else "struct"
+        raise _Mismatch(f"cannot unmarshal {_json_kind(value)} into a Go {kind}")
     decoded: dict[str, Any] = {}
     for key, item in value.items():
-        name = key if key in schema else names.get(key.lower())
-        if name is None:
-            raise RenderError(where, f"{path}: unknown field {key!r}")
-        decoded[name] = _decoded(f"{path}.{name}", item, schema[name], where)
+        if type(schema) is tuple:
+            name, item_schema = key, schema[1]
+        else:
+            name = key if key in schema else _folded(schema).get(key.lower(), "")
+            if not name:
+                raise _Mismatch(f"unknown field {key!r}")
+            item_schema = schema[name]
+        try:
+            decoded[name] = _decoded(item, item_schema)
+        except _Mismatch as exc:
+            exc.path.append(f".{name}")
+            raise
     return decoded
+
+
+_FOLDED: dict[int, dict[str, str]] = {}
+
+
+def _folded(struct: dict[str, Schema]) -> dict[str, str]:
+    """A struct schema's field names by their lower case (for Go's case-insensitive match)."""
+    folded = _FOLDED.get(id(struct))
+    if folded is None:
+        folded = _FOLDED[id(struct)] = {name.lower(): name for name in struct}
+    return folded
 
 
 @dataclass
@@ -274,7 +297,11 @@ def parse(path: str, data: bytes, limits: yamlsafe.Limits) -> Kustomization:
         if key not in _SUPPORTED:
             raise RenderError(path, f"unknown field '{key}' in the kustomization")
     # as kustomize decodes the whole file before building anything, its type errors come first
-    raw = {key: _decoded(key, value, _FIELDS[key], path) for key, value in raw.items()}
+    try:
+        raw = _decoded(raw, _FIELDS)
+    except _Mismatch as exc:
+        where = "".join(reversed(exc.path)).lstrip(".")
+        raise RenderError(path, f"{where}: {exc.message}" if where else exc.message) from None
     kind = raw.get("kind") or "Kustomization"
     if kind not in KINDS:
         raise RenderError(path, "kind should be Kustomization or Component")
