@@ -554,12 +554,14 @@ def to_data(
 
     ``kyaml`` gives the values kustomize holds for a resource (or a strategic merge patch),
     which its kyaml library reads with go-yaml v3 and, before printing, writes out as YAML with
-    go-yaml v3 and reads back, keeping each node's style. Three things differ from a plain
+    go-yaml v3 and reads back, keeping each node's style. These things differ from a plain
     reading: a plain scalar with the non-specific tag (``! 12``) is resolved as if untagged;
-    an empty plain scalar in a flow collection (``{x: }``) is written as ``''`` and read back
-    as an empty string, not null; and a block scalar (``|``, ``>``) comes back as
-    ``_block_round_trip`` says. With ``patch`` (a strategic merge patch) an empty value stays
-    null: there it deletes a field rather than being written out.
+    in a flow collection, an empty plain scalar (``{x: }``) is written as ``''`` and read
+    back as an empty string, not null, and a timestamp with a time (``[2001-12-14 21:59:43]``)
+    is quoted, as ``:`` is a flow indicator, and read back as the string written; and a block
+    scalar (``|``, ``>``) comes back as ``_block_round_trip`` says. With ``patch`` (a
+    strategic merge patch) an empty value stays null: there it deletes a field rather than
+    being written out.
     """
     built: dict[int, object] = {}
     # annotation values become the text written (see _annotations_as_text)
@@ -581,6 +583,8 @@ def to_data(
             empty = node.style is None and node.text == "" and node.tag in ("null", "!")
             if flow and empty and not patch:
                 return ""
+            if flow and node.tag == "timestamp" and ":" in node.text:
+                return node.text  # quoted when written back (':' in a flow collection)
             if node.tag == "!" and node.style is None:
                 return _scalar_value(node, _resolve_plain(node.text))
             if node.style in (">", "|") and node.tag in ("str", "!"):

@@ -368,3 +368,11 @@ def test_the_non_specific_tag_resolves_like_no_tag_in_go_yaml_v3() -> None:
         "l": [1],
     }
     assert load_one("i: ! 12\ne: !\n") == {"i": "12", "e": ""}
+
+
+def test_timestamps_with_a_time_in_flow_collections_stay_text() -> None:
+    text = "f: [2001-12-14 21:59:43.10, 2002-12-14]\nb: 2001-12-14 21:59:43.10\n"
+    assert load_resource(text) == {
+        "f": ["2001-12-14 21:59:43.10", "2002-12-14T00:00:00Z"],
+        "b": "2001-12-14T21:59:43.1Z",
+    }
