@@ -145,9 +145,6 @@ def _item_text(item: Any, name: str) -> str | None:
 
 Slot = tuple[Any, Any, LinkPath]  # (container, key or index, path from the object's top)
 
-# what a created field holds until the value is set: a created scalar is an untagged one
-_CREATED_SCALAR = None
-
 
 def _new_node(following: str, leaf: Any) -> Any:
     """The empty node kyaml creates for a missing path part: a list before an index or an
