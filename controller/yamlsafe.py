@@ -622,6 +622,8 @@ def to_data(
             key_tag = key.tag
             if key_tag == "!":
                 key_tag = _resolve_plain(key.text) if kyaml and key.style is None else "str"
+            if kyaml and inner and key_tag == "timestamp" and ":" in key.text:
+                key_tag = "str"  # quoted when written back, as its value would be
             if key.style is None and (key_tag not in ("str", "null") or key.text == "null"):
                 raise YamlError(
                     f"mapping key {key.text!r} is read as a {key_tag}, not a string: quote it",

@@ -376,3 +376,9 @@ def test_timestamps_with_a_time_in_flow_collections_stay_text() -> None:
         "f": ["2001-12-14 21:59:43.10", "2002-12-14T00:00:00Z"],
         "b": "2001-12-14T21:59:43.1Z",
     }
+
+
+def test_timestamp_keys_with_a_time_are_strings_in_flow_mappings_only() -> None:
+    assert load_resource("m: {2001-12-14 21:59:43: v}\n") == {"m": {"2001-12-14 21:59:43": "v"}}
+    with pytest.raises(yamlsafe.YamlError):
+        load_resource("m:\n  2001-12-14 21:59:43: v\n")
