@@ -26,6 +26,9 @@ class DiskSource:
 
     def __init__(self, top: Path) -> None:
         self.top = top
+        # paths are joined as strings: a build reads thousands of files, and pathlib's
+        # objects cost more than the system calls
+        self.prefix = os.path.join(top, "")
         self.files: dict[str, bytes | None] = {}
         self.stats: dict[str, os.stat_result | None] = {}
 
@@ -39,7 +42,7 @@ class DiskSource:
                 self.stats[path] = None
                 return None
         try:
-            info: os.stat_result | None = (self.top / path).lstat()
+            info: os.stat_result | None = os.lstat(self.prefix + path)
         except (FileNotFoundError, NotADirectoryError):
             info = None
         if info is not None and stat.S_ISLNK(info.st_mode):
@@ -51,12 +54,17 @@ class DiskSource:
         if path not in self.files:
             info = self._lstat(path)
             regular = info is not None and stat.S_ISREG(info.st_mode)
-            self.files[path] = (self.top / path).read_bytes() if regular else None
+            self.files[path] = _read_bytes(self.prefix + path) if regular else None
         return self.files[path]
 
     def is_directory(self, path: str) -> bool:
         info = self._lstat(path)
         return info is not None and stat.S_ISDIR(info.st_mode)
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
 
 
 def register(commands: Any) -> None:

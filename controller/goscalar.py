@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-__all__ = ["Tag", "is_string_v2", "resolve", "resolve_v2"]
+__all__ = ["TYPED_START", "Tag", "is_string_v2", "resolve", "resolve_v2"]
 
 Tag = Literal["null", "bool", "int", "float", "timestamp", "str"]
 
@@ -51,7 +51,7 @@ _V2_WORDS: dict[str, tuple[Tag, object]] = {
 # that starts with '.', or a number/timestamp after a sign or digit. Anything else is a string.
 _WORD_START = frozenset("yYnNtTfFoO~")
 _NUMBER_START = frozenset("+-0123456789")
-_TYPED_START = _WORD_START | _NUMBER_START | {"."}
+TYPED_START = _WORD_START | _NUMBER_START | {"."}
 
 # strconv.ParseInt(s, 0, 64) after the underscores are gone: a leading 0 means octal.
 _GO_INT = re.compile(
@@ -84,7 +84,7 @@ def resolve(text: str, *, timestamps: bool = True) -> tuple[Tag, object]:
     or more) has the value None: kustomize fails on it. ``timestamps=False`` skips them, as
     go-yaml does for a scalar with an explicit tag.
     """
-    if text and text[0] not in _TYPED_START:
+    if text and text[0] not in TYPED_START:
         return "str", text
     return _resolve(text, _V3_WORDS, timestamps, _V3_PREFIXES)
 
@@ -92,7 +92,7 @@ def resolve(text: str, *, timestamps: bool = True) -> tuple[Tag, object]:
 def resolve_v2(text: str) -> tuple[Tag, object]:
     """The tag and value go-yaml v2 (YAML 1.1 words: ``yes``, ``on``, ``y``...) gives ``text``;
     kustomize reads kustomization files this way."""
-    if text and text[0] not in _TYPED_START:
+    if text and text[0] not in TYPED_START:
         return "str", text
     return _resolve(text, _V2_WORDS, False, _V2_PREFIXES)
 
@@ -103,7 +103,7 @@ def is_string_v2(text: str) -> bool:
     When it does not, its encoder double-quotes the string; base-60 floats (``1:20``) are
     quoted too although v2 reads them as strings.
     """
-    if text and text[0] not in _TYPED_START:
+    if text and text[0] not in TYPED_START:
         return True
     if _resolve(text, _V2_WORDS, True, _V2_PREFIXES)[0] != "str":
         return False

@@ -18,12 +18,15 @@ non-scalar keys and merge keys (``<<``). Errors carry the 1-based line and colum
 
 ``parse`` returns nodes (keeping scalar text and style, for consumers that must reproduce the
 input); ``to_python`` turns a node into plain data plus a map from data path to position, which
-is what the fleet model loader uses to put a line and column on every schema error.
+is what the fleet model loader uses to put a line and column on every schema error. The
+renderer uses ``to_data``, which can also give what kustomize holds for a resource after its
+own go-yaml v3 round trip (``kyaml``).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import re
 from collections.abc import Callable
@@ -105,11 +108,15 @@ class YamlError(ValueError):
 
 @dataclass(eq=False, slots=True)
 class Node:
-    """One YAML node. ``tag`` is resolved: str, int, float, bool, null, map or seq.
+    """One YAML node. ``tag`` is resolved: str, int, float, bool, null, map or seq; ``!`` for
+    a scalar with the non-specific tag ``!`` (a string, except where go-yaml v3 reads it: see
+    ``to_data``).
 
     ``value`` is the scalar's text for scalars, a list of nodes for sequences and a list of
-    (key, value) pairs for mappings. ``size`` counts the nodes below and including this one,
-    with aliases expanded.
+    (key, value) pairs for mappings. ``style`` is a scalar's quote or block indicator (``'``,
+    ``"``, ``|``, ``>``; None when plain) and ``flow`` for a collection written in flow style
+    (``{...}``, ``[...]``). ``size`` counts the nodes below and including this one, with aliases
+    expanded.
     """
 
     kind: Kind
@@ -137,8 +144,10 @@ def _resolve_plain(text: str) -> str:
 
 
 def _explicit_tag(tag: str, kind: Kind, line: int, column: int, dialect: Dialect = FLEET) -> str:
-    if tag == "!" and kind == "scalar":
-        return "str"  # the non-specific tag forces a string
+    if tag == "!":
+        # the non-specific tag: a collection is what it is; a scalar is a string (but see
+        # Node and to_data)
+        return "!" if kind == "scalar" else ("map" if kind == "mapping" else "seq")
     short = tag[len(_CORE) :] if tag.startswith(_CORE) else None
     allowed = _SCALAR_TAGS if kind == "scalar" else {"map" if kind == "mapping" else "seq"}
     if dialect.binary and kind == "scalar":
@@ -233,8 +242,11 @@ class _Builder:
             )
         self.count(1, (line, column))
         default = "map" if kind == "mapping" else "seq"
-        tag = _explicit_tag(event.tag, kind, line, column, self.dialect) if event.tag else default
-        node = Node(kind=kind, tag=tag, line=line, column=column)
+        explicit = event.tag if event.ctag is not None else None
+        tag = _explicit_tag(explicit, kind, line, column, self.dialect) if explicit else default
+        node = Node(kind, tag, line, column, "", None, [], [])
+        if event.flow_style:
+            node.style = "flow"
         if event.anchor:
             self.open_anchors.add(event.anchor)
         self.stack.append((node, event.anchor, {}))
@@ -256,27 +268,38 @@ class _Builder:
         if self.nodes > self.limits.max_nodes:
             self.count(0, (line, column))
         style = event.style or None
-        if event.tag:
+        text = event.value
+        # (ctag is the tag as parsed; the tag property, a Python call, only when there is one)
+        if event.ctag is not None and event.tag:
             tag = _explicit_tag(event.tag, "scalar", line, column, self.dialect)
+        elif style is not None or (text and text[0] not in goscalar.TYPED_START):
+            tag = "str"  # (settled here, without a call, for most keys and values)
         else:
-            tag = _resolve_plain(event.value) if style is None else "str"
-        node = Node("scalar", tag, line, column, event.value, style, _NO_ITEMS, _NO_PAIRS)
+            tag = _resolve_plain(text)
+        node = Node("scalar", tag, line, column, text, style, _NO_ITEMS, _NO_PAIRS)
         if event.anchor:
             self.anchors[event.anchor] = node
         stack = self.stack
         if not stack:
             self.root = node
             return
-        parent = stack[-1][0]
+        parent, _, seen_keys = stack[-1]
         if parent.kind == "sequence":
             parent.size += 1
             parent.items.append(node)
-        elif self.pending_key[-1] is not None:
+            return
+        pending = self.pending_key
+        key = pending[-1]
+        if key is not None:
             parent.size += 1
-            parent.pairs.append((self.pending_key[-1], node))
-            self.pending_key[-1] = None
+            parent.pairs.append((key, node))
+            pending[-1] = None
+        elif text in seen_keys or (text == "<<" and style is None):
+            self.add(node)  # a repeated key or a merge key: the general path decides
         else:
-            self.add(node)
+            parent.size += 1
+            seen_keys[text] = node
+            pending[-1] = node
 
     def alias(self, event: ev.AliasEvent) -> None:
         position = _position(event)
@@ -372,18 +395,25 @@ def _build_documents(
 ) -> list[Node]:
     documents: list[Node] = []
     builder: _Builder | None = None
+    # the event classes, looked up once (the loop runs once per event)
+    scalar, mapping_start, sequence_start = (
+        ev.ScalarEvent,
+        ev.MappingStartEvent,
+        ev.SequenceStartEvent,
+    )
+    mapping_end, sequence_end = ev.MappingEndEvent, ev.SequenceEndEvent
     try:
         while True:
             event = next_event()
             kind = type(event)
-            if kind is ev.ScalarEvent and builder is not None:
+            if kind is scalar and builder is not None:
                 builder.scalar(event)  # type: ignore[arg-type]
-            elif kind is ev.MappingStartEvent and builder is not None:
-                builder.start("mapping", event)  # type: ignore[arg-type]
-            elif kind is ev.SequenceStartEvent and builder is not None:
-                builder.start("sequence", event)  # type: ignore[arg-type]
-            elif (kind is ev.MappingEndEvent or kind is ev.SequenceEndEvent) and builder:
+            elif (kind is mapping_end or kind is sequence_end) and builder:
                 builder.end()
+            elif kind is mapping_start and builder is not None:
+                builder.start("mapping", event)  # type: ignore[arg-type]
+            elif kind is sequence_start and builder is not None:
+                builder.start("sequence", event)  # type: ignore[arg-type]
             elif kind is ev.AliasEvent and builder is not None:
                 builder.alias(event)  # type: ignore[arg-type]
             elif kind is ev.DocumentStartEvent:
@@ -406,20 +436,22 @@ def _build_documents(
         return documents
 
 
-def _scalar_value(node: Node) -> object:
-    """The value go-yaml v3 decodes ``node`` to, as kustomize holds it after its JSON step.
+def _scalar_value(node: Node, resolved: str | None = None) -> object:
+    """The value go-yaml v3 decodes ``node`` to, as kustomize holds it after its JSON step;
+    ``resolved`` replaces the node's tag.
 
     A timestamp is the RFC 3339 text JSON prints for it (``2001-12-14`` is
     ``2001-12-14T00:00:00Z``); ``.nan`` and ``.inf`` are read, although kustomize cannot
     print them.
     """
     text = node.text
-    if node.tag == "str":
+    wanted = resolved or node.tag
+    if wanted == "str" or wanted == "!":
         return text
     # Explicit tags (!!int, ...) resolve the text the same way, without timestamps; a
     # plain scalar's tag came from resolving it, so the two agree.
-    tag, value = goscalar.resolve(text, timestamps=node.tag == "timestamp")
-    if tag == node.tag:
+    tag, value = goscalar.resolve(text, timestamps=wanted == "timestamp")
+    if tag == wanted:
         if tag == "timestamp" and value is None:
             raise YamlError(
                 f"timestamp {text!r} has a zone offset of 24 hours or more, which kustomize "
@@ -428,10 +460,10 @@ def _scalar_value(node: Node) -> object:
                 node.column,
             )
         return value
-    if node.tag == "float" and tag == "int":
+    if wanted == "float" and tag == "int":
         assert isinstance(value, int)
         return float(value)
-    raise YamlError(f"{text!r} is not a valid !!{node.tag}", node.line, node.column)
+    raise YamlError(f"{text!r} is not a valid !!{wanted}", node.line, node.column)
 
 
 @dataclass
@@ -502,7 +534,14 @@ def to_python(root: Node) -> tuple[object, Positions]:
     return result[0], positions
 
 
-def to_data(root: Node, *, yaml11: bool = False, annotation_text: bool = False) -> object:
+def to_data(
+    root: Node,
+    *,
+    yaml11: bool = False,
+    annotation_text: bool = False,
+    kyaml: bool = False,
+    patch: bool = False,
+) -> object:
     """Plain data like ``to_python``, without positions: the renderer's faster path.
 
     It also applies what the manifest dialect lets through: merge keys (explicit keys win,
@@ -512,25 +551,66 @@ def to_data(root: Node, *, yaml11: bool = False, annotation_text: bool = False) 
     as YAML 1.1 does (``yes`` is true), as kustomize reads kustomization files.
     ``annotation_text`` keeps the values of the top-level ``metadata.annotations`` as the text
     written (kustomize prints them back as strings of that text).
+
+    ``kyaml`` gives the values kustomize holds for a resource (or a strategic merge patch),
+    which its kyaml library reads with go-yaml v3 and, before printing, writes out as YAML with
+    go-yaml v3 and reads back, keeping each node's style. These things differ from a plain
+    reading: a plain scalar with the non-specific tag (``! 12``) is resolved as if untagged;
+    in a flow collection, an empty plain scalar (``{x: }``) is written as ``''`` and read
+    back as an empty string, not null, and a timestamp with a time (``[2001-12-14 21:59:43]``)
+    is quoted, as ``:`` is a flow indicator, and read back as the string written; and a block
+    scalar (``|``, ``>``) comes back as ``_block_round_trip`` says. With ``patch`` (a
+    strategic merge patch) an empty value stays null: there it deletes a field rather than
+    being written out.
     """
     built: dict[int, object] = {}
+    # annotation values become the text written (see _annotations_as_text)
+    as_text = (
+        {id(v) for _, v in _annotation_pairs(root)}
+        if annotation_text and root.kind == "mapping"
+        else set()
+    )
 
-    def convert(node: Node) -> object:
+    def scalar(node: Node, flow: bool) -> object:
+        if node.tag == "binary":
+            return _binary_text(node)
+        if kyaml and id(node) in as_text:
+            # kustomize sets annotations again as strings of the text, in literal style when
+            # they hold a line feed, before it writes the resource out
+            if "\n" in node.text:
+                _block_round_trip(node.text, False, node.line, node.column)
+        elif kyaml:
+            empty = node.style is None and node.text == "" and node.tag in ("null", "!")
+            if flow and empty and not patch:
+                return ""
+            if flow and node.tag == "timestamp" and ":" in node.text:
+                return node.text  # quoted when written back (':' in a flow collection)
+            if node.tag == "!" and node.style is None:
+                return _scalar_value(node, _resolve_plain(node.text))
+            if node.style in (">", "|") and node.tag in ("str", "!"):
+                return _block_round_trip(node.text, node.style == ">", node.line, node.column)
+        if yaml11 and node.style is None and node.tag == "str":
+            tag, value = goscalar.resolve_v2(node.text)
+            if tag != "str":
+                return value
+        return _scalar_value(node)
+
+    def convert(node: Node, flow: bool = False) -> object:
+        if node.kind == "scalar":
+            # most scalars are plain strings as written (the call below settles the rest)
+            text = node.text
+            plain_word = not yaml11 or (text and text[0] not in goscalar.TYPED_START)
+            if node.tag == "str" and node.style is None and plain_word:
+                return text
+            return scalar(node, flow)
         known = built.get(id(node))
         if known is not None:
             return known
-        if node.kind == "scalar":
-            if node.tag == "binary":
-                return _binary_text(node)
-            if yaml11 and node.style is None and node.tag == "str":
-                tag, value = goscalar.resolve_v2(node.text)
-                if tag != "str":
-                    return value
-            return _scalar_value(node)
+        inner = node.style == "flow"
         if node.kind == "sequence":
             items: list[object] = []
             built[id(node)] = items
-            items.extend(convert(child) for child in node.items)
+            items.extend(convert(child, inner) for child in node.items)
             return items
         mapping: dict[str, object] = {}
         built[id(node)] = mapping
@@ -539,13 +619,21 @@ def to_data(root: Node, *, yaml11: bool = False, annotation_text: bool = False) 
             if key.text == "<<" and key.style is None:
                 merged.extend(child.items if child.kind == "sequence" else [child])
                 continue
-            if key.style is None and (key.tag not in ("str", "null") or key.text == "null"):
+            key_tag = key.tag
+            if key_tag == "!":
+                key_tag = _resolve_plain(key.text) if kyaml and key.style is None else "str"
+            if kyaml and inner and key_tag == "timestamp" and ":" in key.text:
+                key_tag = "str"  # quoted when written back, as its value would be
+            if key.style is None and (key_tag not in ("str", "null") or key.text == "null"):
                 raise YamlError(
-                    f"mapping key {key.text!r} is read as a {key.tag}, not a string: quote it",
+                    f"mapping key {key.text!r} is read as a {key_tag}, not a string: quote it",
                     key.line,
                     key.column,
                 )
-            mapping[key.text] = convert(child)
+            name = key.text
+            if kyaml and key.style in (">", "|"):
+                name = _block_round_trip(name, key.style == ">", key.line, key.column)
+            mapping[name] = convert(child, inner)
         for source in merged:
             value = convert(source)
             if not isinstance(value, dict):
@@ -562,19 +650,101 @@ def to_data(root: Node, *, yaml11: bool = False, annotation_text: bool = False) 
     return data
 
 
+# go-yaml's line breaks; its reader has already turned CR, CR LF and NEL into LF in a value
+_GO_BREAKS = "\n\r\x85\u2028\u2029"
+_GO_BREAK = re.compile("[\n\r\x85\u2028\u2029]")
+# What makes go-yaml v3 write a string double-quoted whatever its style: a trailing space, a
+# space before a line break, or a character it does not print as is (a tab it does).
+# (The last class lists what go-yaml does not print, which Python compiles much faster than
+# the ranges it does.)
+_GO_NOT_BLOCK = re.compile(
+    " \\Z| [\n\r\x85\u2028\u2029]"
+    "|[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufeff\ufffe\uffff\U00010000-\U0010ffff]"
+)
+
+
+def _block_round_trip(value: str, folded: bool, line: int, column: int) -> str:
+    """A block scalar's value after kustomize writes it with go-yaml v3 and reads it back.
+
+    go-yaml v3 writes a literal or folded scalar in its style, with an indentation indicator
+    only when the value starts with a space or a line break, so a value starting with a tab
+    cannot be read back: kustomize fails, and so does this.
+
+    A literal scalar otherwise comes back as it was. A folded one may not: the writer has to
+    double a line feed so that reading does not fold it into a space, except after a line
+    starting with a space or tab and before one (where reading keeps it anyway). go-yaml
+    decides the latter by looking at the start of the whole value (past its leading line
+    breaks) instead of at the next line. So when the value starts with a letter, a line feed
+    before a more-indented line comes back doubled; when it starts with a space, single line
+    feeds between lines of text come back as spaces; and keep chomping (``>+``) gets one more
+    line feed before its trailing blank lines. The text is written here as go-yaml writes it
+    and read back with the parser, whose block scalar reading is go-yaml's.
+    """
+    if not value or _GO_NOT_BLOCK.search(value):
+        return value  # written double-quoted, which reads back exactly
+    if value[0] == "\t":
+        raise YamlError(
+            "a block scalar starting with a tab: kustomize writes it out again without an "
+            "indentation indicator and cannot read it back (found a tab character where an "
+            "indentation space is expected)",
+            line,
+            column,
+        )
+    if not folded or not _GO_BREAK.search(value):
+        return value
+    return _reread_folded(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _reread_folded(value: str) -> str:
+    header = ">"
+    if value[0] == " " or value[0] in _GO_BREAKS:
+        header += "2"  # go-yaml's indentation indicator is its indent step, 2 in kustomize
+    if value[-1] not in _GO_BREAKS:
+        header += "-"
+    elif len(value) == 1 or value[-2] in _GO_BREAKS:
+        header += "+"
+    start = value.lstrip(_GO_BREAKS)[:1]
+    doubles = start not in ("", " ", "\t")  # what go-yaml looks at: see _block_round_trip
+    written = ["k: ", header, "\n"]
+    at_break = leading_blank = True
+    for char in value:
+        if char in _GO_BREAKS:
+            if doubles and char == "\n" and not at_break and not leading_blank:
+                written.append("\n")
+            at_break = True
+        elif at_break:
+            written.append("  ")
+            leading_blank = char in " \t"
+            at_break = False
+        written.append(char)
+    if not at_break:
+        written.append("\n")
+    data = "".join(written).encode()
+    # (a value read within the limits may grow past max_bytes as written: this is not input)
+    (document,) = parse(data, Limits(max_bytes=len(data)))
+    return document.pairs[0][1].text
+
+
+def _annotation_pairs(root: Node) -> list[tuple[Node, Node]]:
+    """The (key, value) nodes of the top-level ``metadata.annotations``, if a mapping."""
+    pairs: list[tuple[Node, Node]] = []
+    metadata_node = next((v for k, v in root.pairs if k.text == "metadata"), None)
+    if metadata_node is not None:
+        for key, value in metadata_node.pairs:
+            if key.text == "annotations" and value.kind == "mapping":
+                pairs.extend(value.pairs)
+    return pairs
+
+
 def _annotations_as_text(root: Node, data: dict[str, object]) -> None:
     metadata = data.get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
     if not isinstance(annotations, dict):
         return
-    metadata_node = next((v for k, v in root.pairs if k.text == "metadata"), None)
-    if metadata_node is None:
-        return
-    for key, value in metadata_node.pairs:
-        if key.text == "annotations" and value.kind == "mapping":
-            for name, item in value.pairs:
-                if item.kind == "scalar" and item.tag != "binary" and name.text in annotations:
-                    annotations[name.text] = item.text
+    for name, item in _annotation_pairs(root):
+        if item.kind == "scalar" and item.tag != "binary" and name.text in annotations:
+            annotations[name.text] = item.text
 
 
 def _binary_text(node: Node) -> object:

@@ -281,3 +281,104 @@ def test_fleet_files_keep_dates_and_times_as_written() -> None:
     (document,) = yamlsafe.parse(b"day: 2030-01-31\nat: 2030-01-31 10:00:00\n")
     value, _ = yamlsafe.to_python(document)
     assert value == {"day": "2030-01-31", "at": "2030-01-31 10:00:00"}
+
+
+# --- kyaml: what kustomize holds for a resource after writing it out and reading it back -----
+
+
+def load_resource(text: str, *, patch: bool = False) -> object:
+    (document,) = yamlsafe.parse(text.encode(), dialect=yamlsafe.MANIFEST)
+    return yamlsafe.to_data(document, annotation_text=True, kyaml=True, patch=patch)
+
+
+@pytest.mark.parametrize(
+    ("block", "plain_reading", "kyaml_reading"),
+    [
+        # a line feed before a more-indented line comes back doubled
+        (
+            ">\n  normal\n    indented\n  back\n",
+            "normal\n  indented\nback\n",
+            "normal\n\n  indented\nback\n",
+        ),
+        # ...as does the one before the trailing blank lines of keep chomping
+        (">+\n  kept\n\n\n", "kept\n\n\n", "kept\n\n\n\n"),
+        # a value starting with a space loses its double line feeds: lines fold
+        (">2\n   lead\n  b\n\n  c\n", " lead\nb\nc\n", " lead\nb c\n"),
+        # leading line breaks are skipped when go-yaml looks at the start
+        (">\n\n  x\n    y\n  z\n", "\nx\n  y\nz\n", "\nx\n\n  y\nz\n"),
+        # nothing to double: plain folding, a single line, literal scalars
+        (">\n  one\n  two\n\n  three\n", "one two\nthree\n", "one two\nthree\n"),
+        (">-\n  alone\n", "alone", "alone"),
+        ("|+\n  line\n    more\n\n\n", "line\n  more\n\n\n", "line\n  more\n\n\n"),
+        # written double-quoted (a space before a line break), so read back exactly
+        (">\n  a \n    b\n", "a \n  b\n", "a \n  b\n"),
+    ],
+)
+def test_block_scalars_come_back_as_from_go_yaml_v3(
+    block: str, plain_reading: str, kyaml_reading: str
+) -> None:
+    assert load_one(f"k: {block}") == {"k": plain_reading}
+    assert load_resource(f"k: {block}") == {"k": kyaml_reading}
+
+
+def test_block_scalar_starting_with_a_tab_cannot_come_back() -> None:
+    text = "a: 1\nk: |2\n  \tx\n  y\n"
+    assert load_one(text) == {"a": 1, "k": "\tx\ny\n"}
+    with pytest.raises(yamlsafe.YamlError) as caught:
+        load_resource(text)
+    assert "found a tab character where an indentation space is expected" in caught.value.message
+    assert (caught.value.line, caught.value.column) == (2, 4)
+
+
+def test_annotations_keep_the_text_but_must_survive_a_literal_round_trip() -> None:
+    folded = "metadata:\n  annotations:\n    a: >\n      x\n        y\n"
+    assert load_resource(folded) == {"metadata": {"annotations": {"a": "x\n  y\n"}}}
+    assert load_resource('metadata:\n  annotations:\n    a: "\\tx"\n') == {
+        "metadata": {"annotations": {"a": "\tx"}}
+    }
+    with pytest.raises(yamlsafe.YamlError):
+        load_resource('metadata:\n  annotations:\n    a: "\\tx\\ny"\n')
+
+
+def test_empty_values_in_flow_collections_come_back_as_empty_strings() -> None:
+    text = "f: {x: , y: [k: ], n: null}\ns: [a, {k: }]\nb:\n"
+    assert load_one(text) == {
+        "f": {"x": None, "y": [{"k": None}], "n": None},
+        "s": ["a", {"k": None}],
+        "b": None,
+    }
+    assert load_resource(text) == {
+        "f": {"x": "", "y": [{"k": ""}], "n": None},
+        "s": ["a", {"k": ""}],
+        "b": None,
+    }
+    # in a strategic merge patch an empty value deletes a field: it stays null
+    assert load_resource("f: {x: }\n", patch=True) == {"f": {"x": None}}
+
+
+def test_the_non_specific_tag_resolves_like_no_tag_in_go_yaml_v3() -> None:
+    text = "i: ! 12\nb: ! true\ns: ! word\nq: ! '12'\ne: !\nm: ! {x: 1}\nl: ! [1]\n"
+    assert load_resource(text) == {
+        "i": 12,
+        "b": True,
+        "s": "word",
+        "q": "12",
+        "e": None,
+        "m": {"x": 1},
+        "l": [1],
+    }
+    assert load_one("i: ! 12\ne: !\n") == {"i": "12", "e": ""}
+
+
+def test_timestamps_with_a_time_in_flow_collections_stay_text() -> None:
+    text = "f: [2001-12-14 21:59:43.10, 2002-12-14]\nb: 2001-12-14 21:59:43.10\n"
+    assert load_resource(text) == {
+        "f": ["2001-12-14 21:59:43.10", "2002-12-14T00:00:00Z"],
+        "b": "2001-12-14T21:59:43.1Z",
+    }
+
+
+def test_timestamp_keys_with_a_time_are_strings_in_flow_mappings_only() -> None:
+    assert load_resource("m: {2001-12-14 21:59:43: v}\n") == {"m": {"2001-12-14 21:59:43": "v"}}
+    with pytest.raises(yamlsafe.YamlError):
+        load_resource("m:\n  2001-12-14 21:59:43: v\n")

@@ -21,11 +21,21 @@ __all__ = ["load"]
 _MAX_CACHED_BYTES = 64 * 1024
 
 
-def _read(data: bytes, limits: yamlsafe.Limits, dialect: yamlsafe.Dialect) -> list[Any]:
+def _read(
+    data: bytes, limits: yamlsafe.Limits, dialect: yamlsafe.Dialect, patch: bool
+) -> list[Any]:
     yaml11 = dialect is yamlsafe.KUSTOMIZATION
-    text = dialect is yamlsafe.MANIFEST
+    manifest = dialect is yamlsafe.MANIFEST
+    # A mapping is a resource or a strategic merge patch, which kustomize reads (and writes
+    # out and reads back) with kyaml; a JSON 6902 patch, a list, it reads with go-yaml v2.
     return [
-        yamlsafe.to_data(d, yaml11=yaml11, annotation_text=text)
+        yamlsafe.to_data(
+            d,
+            yaml11=yaml11,
+            annotation_text=manifest,
+            kyaml=manifest and d.kind == "mapping",
+            patch=patch,
+        )
         for d in yamlsafe.parse(data, limits, dialect)
     ]
 
@@ -33,7 +43,7 @@ def _read(data: bytes, limits: yamlsafe.Limits, dialect: yamlsafe.Dialect) -> li
 _MAX_ENTRIES = 32768
 # texts seen once (by hash) and texts seen again (their documents as JSON text)
 _seen: set[int] = set()
-_cached: dict[tuple[bytes, yamlsafe.Limits, yamlsafe.Dialect], str] = {}
+_cached: dict[tuple[bytes, yamlsafe.Limits, yamlsafe.Dialect, bool], str] = {}
 
 
 def load(
@@ -41,27 +51,32 @@ def load(
     where: str,
     limits: yamlsafe.Limits,
     dialect: yamlsafe.Dialect = yamlsafe.MANIFEST,
+    *,
+    patch: bool = False,
 ) -> list[Any]:
     """The documents of ``data`` as plain data; bad YAML raises RenderError naming ``where``.
 
     Manifests and patches are read as kustomize reads resources (go-yaml v3); kustomization
     files (``yamlsafe.KUSTOMIZATION``) with YAML 1.1 words, as kustomize reads those.
+    ``patch`` reads a patch file (see ``yamlsafe.to_data``).
     """
     try:
-        return _load(data, limits, dialect)
+        return _load(data, limits, dialect, patch)
     except yamlsafe.YamlError as exc:
         raise RenderError(where, f"line {exc.line} column {exc.column}: {exc.message}") from None
 
 
-def _load(data: bytes, limits: yamlsafe.Limits, dialect: yamlsafe.Dialect) -> list[Any]:
+def _load(
+    data: bytes, limits: yamlsafe.Limits, dialect: yamlsafe.Dialect, patch: bool
+) -> list[Any]:
     if len(data) > _MAX_CACHED_BYTES:
-        return _read(data, limits, dialect)
-    key = (data, limits, dialect)
+        return _read(data, limits, dialect, patch)
+    key = (data, limits, dialect, patch)
     text = _cached.get(key)
     if text is not None:
         loaded: list[Any] = json.loads(text)
         return loaded
-    documents = _read(data, limits, dialect)
+    documents = _read(data, limits, dialect, patch)
     fingerprint = hash(key)
     # a text met twice is likely to come again, and a kustomization comes again with the
     # next build of its device: keep it

@@ -213,8 +213,10 @@ def _float_text(number: float) -> str:
 
 # Characters go-yaml prints as they are: LF, printable ASCII and the Basic Multilingual Plane
 # but for surrogates, the byte-order mark and the two non-characters. Anything else (tab, CR,
-# NEL, characters outside the BMP) forces a double-quoted scalar with escapes.
-_NOT_PRINTABLE = "[^\n\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd]"
+# NEL, characters outside the BMP) forces a double-quoted scalar with escapes. The classes
+# here list what they exclude rather than what they keep: Python compiles a class of large
+# ranges in the BMP slowly (milliseconds each, at every start of the command).
+_NOT_PRINTABLE = "[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufeff\ufffe\uffff\U00010000-\U0010ffff]"
 _BREAK = "[\n\r\x85\u2028\u2029]"
 # A string that may not be a plain scalar in block context (beyond being multi-line or special):
 # an indicator first, a leading or trailing space, ': ' or a final ':', ' #'.
@@ -233,7 +235,7 @@ _SAFE_PLAIN = re.compile(r"[A-Za-z/_$(][A-Za-z0-9/_$().=+-]*(?::[A-Za-z0-9/_$().
 
 # Double-quoted: what needs an escape (besides everything, after a leading byte-order mark).
 _ESCAPED = re.compile(
-    r"[^\x20\x21\x23-\x5b\x5d-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd]"
+    '[\x00-\x1f"\\\\\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff\U00010000-\U0010ffff]'
 )
 _SHORT_ESCAPES = {
     "\x00": "\\0",

@@ -104,7 +104,9 @@ class Cache:
     template once. An entry is reused only while every file it read is unchanged."""
 
     def __init__(self) -> None:
-        self.bases: dict[str, tuple[dict[str, bytes | None], list[tuple[Resource, str]]]] = {}
+        # directory -> (the files read and their contents, the resources without their data,
+        # and the data of all of them as one JSON text)
+        self.bases: dict[str, tuple[dict[str, bytes | None], list[Resource], str]] = {}
         self._source: MappingSource | None = None
         self.seen: set[str] = set()
 
@@ -123,15 +125,15 @@ class Cache:
         entry = self.bases.get(directory)
         if entry is None:
             return None
-        inputs, resources = entry
+        inputs, templates, text = entry
         for path, data in inputs.items():
             current = source.get(path)
             if current is not data and current != data:
                 return None
         copies = []
-        for template, text in resources:
+        for template, data in zip(templates, json.loads(text), strict=True):
             copy = template.copy_without_data()
-            copy.data = json.loads(text)
+            copy.data = data
             copies.append(copy)
         return copies, inputs.keys()
 
@@ -148,7 +150,8 @@ class Cache:
         # Python-level deep copy, and the data is JSON-like by construction
         self.bases[directory] = (
             {path: source.get(path) for path in reads},
-            [(r.copy_without_data(), json.dumps(r.data, allow_nan=True)) for r in built],
+            [r.copy_without_data() for r in built],
+            json.dumps([r.data for r in built], allow_nan=True),
         )
 
 

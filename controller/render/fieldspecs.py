@@ -9,6 +9,7 @@ name references), restated here as data.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "REPLICAS",
     "TEMPLATE_LABELS",
     "FieldSpec",
+    "SpecTable",
     "places",
 ]
 
@@ -41,6 +43,24 @@ class FieldSpec:
         return _parts(self.path)
 
 
+class SpecTable:
+    """Field specs, with the ones that apply to each gvk worked out once per gvk (a
+    transformer visits every object, and objects share a handful of kinds)."""
+
+    def __init__(self, specs: Iterable[FieldSpec]) -> None:
+        self.specs = tuple(specs)
+        self._applicable: dict[Gvk, tuple[FieldSpec, ...]] = {}
+
+    def for_gvk(self, gvk: Gvk) -> tuple[FieldSpec, ...]:
+        found = self._applicable.get(gvk)
+        if found is None:
+            if len(self._applicable) >= 1024:
+                self._applicable.clear()  # bounded, whatever kinds the input invents
+            found = tuple(spec for spec in self.specs if spec.applies_to(gvk))
+            self._applicable[gvk] = found
+        return found
+
+
 @functools.cache
 def _parts(path: str) -> list[str]:
     # '\/' escapes a slash inside a key (annotation names)
@@ -56,24 +76,40 @@ def places(
     missing mappings are created only when ``create`` is set; the last key counts whether
     present or not when ``create`` is set, and only when present otherwise.
     """
-    if isinstance(obj, list):
-        found = []
-        for index, item in enumerate(obj):
-            found.extend(places(item, parts, create, (*path, index)))
-        return found
-    if not isinstance(obj, dict) or not parts:
-        return []
-    head, rest = parts[0], parts[1:]
-    is_list = head.endswith("[]")
-    key = head[:-2] if is_list else head
-    if not rest:
-        return [(obj, key, (*path, key))] if obj.get(key) is not None or create else []
-    child = obj.get(key)
-    if child is None:
-        if not create:
-            return []
-        child = obj[key] = [] if is_list else {}
-    return places(child, rest, create, (*path, key))
+    found: list[tuple[dict[str, Any], str, tuple[str | int, ...]]] = []
+    _places(obj, parts, 0, create, path, found)
+    return found
+
+
+def _places(
+    obj: Any,
+    parts: list[str],
+    index: int,
+    create: bool,
+    path: tuple[str | int, ...],
+    found: list[tuple[dict[str, Any], str, tuple[str | int, ...]]],
+) -> None:
+    last = len(parts) - 1
+    while True:
+        if isinstance(obj, list):
+            for position, item in enumerate(obj):
+                _places(item, parts, index, create, (*path, position), found)
+            return
+        if not isinstance(obj, dict) or index > last:
+            return
+        head = parts[index]
+        is_list = head.endswith("[]")
+        key = head[:-2] if is_list else head
+        if index == last:
+            if create or obj.get(key) is not None:
+                found.append((obj, key, (*path, key)))
+            return
+        child = obj.get(key)
+        if child is None:
+            if not create:
+                return
+            child = obj[key] = [] if is_list else {}
+        obj, index, path = child, index + 1, (*path, key)
 
 
 def _specs(create: bool, rows: list[tuple[str, str, str, str]]) -> tuple[FieldSpec, ...]:

@@ -63,6 +63,166 @@ _UNSUPPORTED = {
 # kustomize decodes the file into a Go struct, which matches field names case-insensitively
 _CANONICAL = {name.lower(): name for name in (*_SUPPORTED, *_UNSUPPORTED)}
 
+# The Go types kustomize decodes a kustomization into, from JSON: "string", "bool", "int"
+# (int64), "any", [T] (a list), ("map", T) (string keys) or a struct (field name -> type),
+# whose field names match case-insensitively and which refuses unknown fields.
+Schema = Any
+_S, _B, _I = "string", "bool", "int"
+_GVK = {"group": _S, "version": _S, "kind": _S}
+_SELECTOR = {**_GVK, "name": _S, "namespace": _S, "annotationSelector": _S, "labelSelector": _S}
+_GENERATOR_OPTIONS = {
+    "labels": ("map", _S),
+    "annotations": ("map", _S),
+    "disableNameSuffixHash": _B,
+    "immutable": _B,
+}
+_GENERATOR = {
+    "namespace": _S,
+    "name": _S,
+    "behavior": _S,
+    "literals": [_S],
+    "files": [_S],
+    "envs": [_S],
+    "env": _S,
+    "options": _GENERATOR_OPTIONS,
+}
+_FIELD_OPTIONS = {"delimiter": _S, "index": _I, "encoding": _S, "create": _B}
+_PATCH = {"path": _S, "patch": _S, "target": _SELECTOR, "options": ("map", _B)}
+_IMAGE = {"name": _S, "newName": _S, "tagSuffix": _S, "newTag": _S, "digest": _S}
+_FIELDS: dict[str, Schema] = {
+    "apiVersion": _S,
+    "kind": _S,
+    "metadata": {"name": _S, "namespace": _S, "labels": ("map", _S), "annotations": ("map", _S)},
+    "namePrefix": _S,
+    "nameSuffix": _S,
+    "namespace": _S,
+    "commonLabels": ("map", _S),
+    "labels": [
+        {
+            "pairs": ("map", _S),
+            "includeSelectors": _B,
+            "includeTemplates": _B,
+            "fields": [{**_GVK, "path": _S, "create": _B}],
+        }
+    ],
+    "commonAnnotations": ("map", _S),
+    "patchesStrategicMerge": [_S],
+    "patchesJson6902": [_PATCH],
+    "patches": [_PATCH],
+    "images": [_IMAGE],
+    "replacements": [
+        {
+            "path": _S,
+            "source": {**_SELECTOR, "fieldPath": _S, "options": _FIELD_OPTIONS},
+            "targets": [
+                {
+                    "select": _SELECTOR,
+                    "reject": [_SELECTOR],
+                    "fieldPaths": [_S],
+                    "options": _FIELD_OPTIONS,
+                }
+            ],
+        }
+    ],
+    "replicas": [{"name": _S, "count": _I}],
+    "sortOptions": {
+        "order": _S,
+        "legacySortOptions": {"orderFirst": [_S], "orderLast": [_S]},
+    },
+    "resources": [_S],
+    "components": [_S],
+    "bases": [_S],
+    "configMapGenerator": [_GENERATOR],
+    "secretGenerator": [{**_GENERATOR, "type": _S}],
+    "generatorOptions": _GENERATOR_OPTIONS,
+    "buildMetadata": [_S],
+}
+
+
+def _json_kind(value: Any) -> str:
+    """What Go's JSON decoder calls a value in its type errors."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+class _Mismatch(Exception):
+    """A value Go's decoder refuses; ``path`` is filled in, innermost part first."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path: list[str] = []
+
+
+def _decoded(value: Any, schema: Schema) -> Any:
+    """``value`` decoded as kustomize decodes it into ``schema``'s Go type: field names made
+    canonical, integral numbers into int fields; _Mismatch for what Go's decoder refuses (a
+    value of the wrong JSON kind, an unknown field, a fraction for an int)."""
+    if value is None:
+        return None
+    if type(schema) is str:
+        if schema == _S:
+            if type(value) is str:
+                return value
+        elif schema == _B:
+            if type(value) is bool:
+                return value
+        elif schema == _I:
+            if type(value) is int:
+                return value
+            if type(value) is float:
+                if value.is_integer():
+                    return int(value)
+                raise _Mismatch(f"cannot unmarshal number {value} into a Go int")
+        else:  # any
+            return value
+        raise _Mismatch(f"cannot unmarshal {_json_kind(value)} into a Go {schema}")
+    if type(schema) is list:
+        if type(value) is not list:
+            raise _Mismatch(f"cannot unmarshal {_json_kind(value)} into a Go list")
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_decoded(item, schema[0]))
+            except _Mismatch as exc:
+                exc.path.append(f"[{index}]")
+                raise
+        return items
+    if type(value) is not dict:
+        kind = "map" if type(schema) is tuple else "struct"
+        raise _Mismatch(f"cannot unmarshal {_json_kind(value)} into a Go {kind}")
+    decoded: dict[str, Any] = {}
+    for key, item in value.items():
+        if type(schema) is tuple:
+            name, item_schema = key, schema[1]
+        else:
+            name = key if key in schema else _folded(schema).get(key.lower(), "")
+            if not name:
+                raise _Mismatch(f"unknown field {key!r}")
+            item_schema = schema[name]
+        try:
+            decoded[name] = _decoded(item, item_schema)
+        except _Mismatch as exc:
+            exc.path.append(f".{name}")
+            raise
+    return decoded
+
+
+_FOLDED: dict[int, dict[str, str]] = {}
+
+
+def _folded(struct: dict[str, Schema]) -> dict[str, str]:
+    """A struct schema's field names by their lower case (for Go's case-insensitive match)."""
+    folded = _FOLDED.get(id(struct))
+    if folded is None:
+        folded = _FOLDED[id(struct)] = {name.lower(): name for name in struct}
+    return folded
+
 
 @dataclass
 class Kustomization:
@@ -136,6 +296,12 @@ def parse(path: str, data: bytes, limits: yamlsafe.Limits) -> Kustomization:
             raise RenderError(path, f"unsupported field '{key}': {_UNSUPPORTED[key]}")
         if key not in _SUPPORTED:
             raise RenderError(path, f"unknown field '{key}' in the kustomization")
+    # as kustomize decodes the whole file before building anything, its type errors come first
+    try:
+        raw = _decoded(raw, _FIELDS)
+    except _Mismatch as exc:
+        where = "".join(reversed(exc.path)).lstrip(".")
+        raise RenderError(path, f"{where}: {exc.message}" if where else exc.message) from None
     kind = raw.get("kind") or "Kustomization"
     if kind not in KINDS:
         raise RenderError(path, "kind should be Kustomization or Component")

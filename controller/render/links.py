@@ -14,7 +14,7 @@ from typing import Any
 
 from rciots.controller.render.resource import LinkPath, Resource
 
-__all__ = ["snapshot", "sync"]
+__all__ = ["container", "snapshot", "sync"]
 
 _MISSING = object()
 
@@ -30,10 +30,15 @@ def _get(data: Any, path: LinkPath) -> Any:
     return data
 
 
+def container(data: Any, path: LinkPath) -> Any:
+    """The mapping or list that holds the value at ``path`` (``_MISSING`` if there is none)."""
+    return _get(data, path[:-1])
+
+
 def _set(data: Any, path: LinkPath, value: Any) -> None:
-    container = _get(data, path[:-1])
-    if isinstance(container, dict) and path[-1] in container:
-        container[path[-1]] = value
+    holder = container(data, path)
+    if isinstance(holder, dict) and path[-1] in holder:
+        holder[path[-1]] = value
 
 
 def snapshot(resource: Resource) -> list[list[Any]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from rciots.controller.render import fieldspecs
 from rciots.controller.render.api import RenderError
-from rciots.controller.render.resource import Gvk, ResId, Resource, is_cluster_scoped
+from rciots.controller.render.resource import Gvk, Resource, is_cluster_scoped
 
 __all__ = ["fix_references"]
 
@@ -34,7 +34,8 @@ def _affixes_equal(a: Resource, b: Resource, allow_empty: bool) -> bool:
 
 
 class _Scope:
-    """The resources grouped by effective namespace, to find what a referrer can see."""
+    """The resources grouped by effective namespace, to find what a referrer can see, and
+    what each one is (names, namespaces and kinds do not change while references are fixed)."""
 
     def __init__(self, resources: list[Resource]) -> None:
         self.resources = resources
@@ -42,46 +43,68 @@ class _Scope:
         self.by_namespace: dict[str, list[Resource]] = {}
         self.by_literal_namespace: dict[str, list[Resource]] = {}
         self.order = {id(r): i for i, r in enumerate(resources)}
+        # per object: its kind and effective namespace, the names it had, and the kinds (with
+        # and without group) it had
+        self.current: dict[int, tuple[str, str]] = {}
+        self.names: dict[int, set[str]] = {}
+        self.kinds: dict[int, set[tuple[str, str | None]]] = {}
+        self._visible: dict[str, list[Resource]] = {}  # by namespace, for most referrers
         for resource in resources:
-            if is_cluster_scoped(resource.kind):
+            names: set[str] = set()
+            kinds: set[tuple[str, str | None]] = set()
+            for earlier in resource.previous:
+                names.add(earlier.name)
+                kinds.add((earlier.gvk.kind, None))
+                kinds.add((earlier.gvk.kind, earlier.gvk.group))
+            self.names[id(resource)], self.kinds[id(resource)] = names, kinds
+            kind, literal = resource.kind, resource.namespace
+            if is_cluster_scoped(kind):
                 self.cluster.append(resource)
+                self.current[id(resource)] = (kind, "")
             else:
-                namespace = resource.id.effective_namespace
+                namespace = literal or "default"  # the effective namespace
                 self.by_namespace.setdefault(namespace, []).append(resource)
-            self.by_literal_namespace.setdefault(resource.namespace, []).append(resource)
+                self.current[id(resource)] = (kind, namespace)
+            self.by_literal_namespace.setdefault(literal, []).append(resource)
 
     def visible_to(self, referrer: Resource) -> list[Resource]:
-        referrer_id = referrer.id
-        if is_cluster_scoped(referrer_id.gvk.kind):
+        kind, namespace = self.current[id(referrer)]
+        if is_cluster_scoped(kind):
             return self.resources
         binding_namespaces = set()
-        if referrer.kind in ("RoleBinding", "ClusterRoleBinding"):
+        if kind in ("RoleBinding", "ClusterRoleBinding"):
             for subject in referrer.data.get("subjects") or []:
                 if isinstance(subject, dict) and subject.get("kind") == "ServiceAccount":
                     binding_namespaces.add(subject.get("namespace") or "")
+        if not binding_namespaces and namespace in self._visible:
+            return self._visible[namespace]
         chosen = {id(r): r for r in self.cluster}
-        for r in self.by_namespace.get(referrer_id.effective_namespace, []):
+        for r in self.by_namespace.get(namespace, []):
             chosen[id(r)] = r
-        for namespace in binding_namespaces:
-            for r in self.by_literal_namespace.get(namespace, []):
+        for literal in binding_namespaces:
+            for r in self.by_literal_namespace.get(literal, []):
                 chosen[id(r)] = r
         # keep the build's order, as kustomize walks its list
-        return sorted(chosen.values(), key=lambda r: self.order[id(r)])
+        visible = sorted(chosen.values(), key=lambda r: self.order[id(r)])
+        if not binding_namespaces:
+            self._visible[namespace] = visible
+        return visible
 
 
 class _Referrer:
     def __init__(
-        self, resource: Resource, target: tuple[str, str], candidates: list[Resource]
+        self,
+        resource: Resource,
+        target: tuple[str, str],
+        candidates: list[Resource],
+        scope: _Scope,
     ) -> None:
         self.resource = resource
-        self.target_kind, self.target_group = target
+        kind, group = target
+        # what an earlier id of a referral has: the kind, and the group when one is given
+        self.target = (kind, group or None)
         self.candidates = candidates
-
-    def _targets(self, candidate_id: ResId) -> bool:
-        gvk = candidate_id.gvk
-        return gvk.kind == self.target_kind and (
-            not self.target_group or gvk.group == self.target_group
-        )
+        self.scope = scope
 
     def select(
         self,
@@ -90,25 +113,22 @@ class _Referrer:
         identical: Callable[[list[Resource]], bool],
         role_ref: tuple[str, str] | None,
     ) -> Resource | None:
-        found = [
-            c
-            for c in candidates
-            if any(p.name == old_name for p in c.previous)
-            and any(self._targets(p) for p in c.previous)
-        ]
+        names, kinds, target = self.scope.names, self.scope.kinds, self.target
+        found = [c for c in candidates if old_name in names[id(c)] and target in kinds[id(c)]]
         if role_ref is not None:
             group, kind = role_ref
             found = [
                 c for c in found if any(p.gvk.selected_by(group, "", kind) for p in c.previous)
             ]
-        referrer_id = self.resource.id
-        if not is_cluster_scoped(referrer_id.gvk.kind):
+        current = self.scope.current
+        kind, namespace = current[id(self.resource)]
+        if not is_cluster_scoped(kind):
             found = [
                 c
                 for c in found
-                if is_cluster_scoped(c.kind)
-                or c.kind == "ServiceAccount"
-                or c.id.effective_namespace == referrer_id.effective_namespace
+                if is_cluster_scoped(current[id(c)][0])
+                or current[id(c)][0] == "ServiceAccount"
+                or current[id(c)][1] == namespace
             ]
         if len(found) == 1:
             return found[0]
@@ -199,43 +219,47 @@ for _target, _specs in fieldspecs.NAME_REFERENCES.items():
 
 
 _Leaf = tuple[tuple[str, str], fieldspecs.FieldSpec]
+# a tree of reference paths: per key (``name[]`` written ``name``), the subtree below it and
+# the specs that end there
+_Trie = tuple[tuple[str, "_Trie", list[_Leaf]], ...]
 
 
 @functools.cache
-def _trie_for(gvk: Gvk) -> dict[str | None, Any]:
-    """All reference paths of a referrer kind merged into one tree, walked once per object;
-    ``None`` keys hold the specs that end at a node."""
-    trie: dict[str | None, Any] = {}
+def _trie_for(gvk: Gvk) -> _Trie:
+    """All reference paths of a referrer kind merged into one tree, walked once per object."""
+    tree: dict[str | None, Any] = {}
     for target, spec in _BY_REFERRER.get(gvk.kind, []) + _BY_REFERRER.get("", []):
         if spec.applies_to(gvk):
-            node = trie
+            node = tree
             for part in spec.parts():
                 node = node.setdefault(part, {})
             node.setdefault(None, []).append((target, spec))
-    return trie
+    return _frozen(tree)
 
 
-def _walk(
-    obj: Any, trie: dict[str | None, Any], found: Callable[[dict[str, Any], str, list[_Leaf]], None]
-) -> None:
+def _frozen(tree: dict[str | None, Any]) -> _Trie:
+    return tuple(
+        (part.removesuffix("[]"), _frozen(child), child.get(None) or [])
+        for part, child in tree.items()
+        if part is not None
+    )
+
+
+def _walk(obj: Any, trie: _Trie, found: Callable[[dict[str, Any], str, list[_Leaf]], None]) -> None:
     if isinstance(obj, list):
         for item in obj:
             _walk(item, trie, found)
         return
     if not isinstance(obj, dict):
         return
-    for part, child in trie.items():
-        if part is None:
-            continue
-        key = part[:-2] if part.endswith("[]") else part
+    for key, below, leaves in trie:
         value = obj.get(key)
         if value is None:
             continue
-        leaves = child.get(None)
         if leaves:
             found(obj, key, leaves)
-        if len(child) > (1 if leaves else 0):
-            _walk(value, child, found)
+        if below:
+            _walk(value, below, found)
 
 
 def fix_references(resources: list[Resource]) -> None:
@@ -255,6 +279,8 @@ def fix_references(resources: list[Resource]) -> None:
             if visible is None:
                 visible = scope.visible_to(resource)
             for target, spec in leaves:
-                _Referrer(resource, target, visible).update(holder, key, _role_ref(resource, spec))
+                _Referrer(resource, target, visible, scope).update(
+                    holder, key, _role_ref(resource, spec)
+                )
 
         _walk(resource.data, trie, found)

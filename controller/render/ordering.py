@@ -38,14 +38,18 @@ ORDER_FIRST = (
 ORDER_LAST = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
 
 
+@functools.lru_cache(maxsize=1024)
 def _gvk_key(gvk: Gvk) -> str:
     return "_".join((gvk.group or "~G", gvk.version or "~V", gvk.kind or "~K"))
 
 
+@functools.lru_cache(maxsize=1024)
+def _gvk_text(gvk: Gvk) -> str:
+    return "_".join((gvk.kind or "~K", gvk.version or "~V", gvk.group or "~G"))
+
+
 def _id_key(resource: Resource) -> str:
-    gvk = resource.gvk
-    gvk_text = "_".join((gvk.kind or "~K", gvk.version or "~V", gvk.group or "~G"))
-    return "|".join((gvk_text, resource.namespace or "~X", resource.name or "~N"))
+    return "|".join((_gvk_text(resource.gvk), resource.namespace or "~X", resource.name or "~N"))
 
 
 def _legacy(resources: list[Resource], first: list[str], last: list[str]) -> list[Resource]:

@@ -8,6 +8,7 @@ matched against the current and the original id) and by label and annotation sel
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from rciots.controller.render import (
     jsonpatch6902,
     kustomization,
     links,
+    replacements,
     selectors,
     strategic,
 )
@@ -42,6 +44,10 @@ def strategic_merge(resource: Resource, patch: dict[str, Any], options: dict[str
         patch.pop("apiVersion", None)
     earlier = resource.id
     before = links.snapshot(resource)
+    if resource.untagged:
+        # (the walk rewrites the fields it reaches before it merges the patch's over them)
+        target = resource.data
+        replacements.quote_untagged(resource, lambda path: strategic.walks_to(target, path))
     try:
         # in place: a failing merge fails the whole build, so nothing half-merged is kept
         merged = strategic.merge_object(resource.data, patch)
@@ -59,37 +65,45 @@ def strategic_merge(resource: Resource, patch: dict[str, Any], options: dict[str
 # -- targets ------------------------------------------------------------------------------
 
 
-def _regex_matches(pattern: str, value: str) -> bool:
+@functools.lru_cache(maxsize=1024)
+def _regex(pattern: str) -> re.Pattern[str] | None:
+    """A target's field as kustomize reads it: a regular expression for the whole value (None
+    when it is not a valid one, which matches nothing)."""
     try:
-        return re.fullmatch(f"(?:{pattern})", value) is not None
+        return re.compile(f"(?:{pattern})")
     except re.error:
-        return False
+        return None
+
+
+def _target_values(resource: Resource, field: str) -> tuple[str, ...]:
+    """What a target's field is matched against: the current and the original id's name and
+    namespace, the group, version and kind."""
+    if field == "name":
+        return resource.original_id().name, resource.name
+    if field == "namespace":
+        return (
+            resource.original_id().effective_namespace,
+            resource.id.effective_namespace,
+        )
+    gvk = resource.gvk
+    return (gvk.group if field == "group" else gvk.version if field == "version" else gvk.kind,)
 
 
 def select(resources: list[Resource], target: dict[str, Any], source: str) -> list[Resource]:
     """The resources a patch or replacement target selects, as kustomize's selector does."""
     if not isinstance(target, dict):
         raise RenderError(source, "a target must be a mapping")
+    wanted = [
+        (field, _regex(str(target[field])))
+        for field in ("kind", "name", "group", "version", "namespace")
+        if target.get(field)
+    ]
     chosen = []
     for resource in resources:
-        current, original = resource.id, resource.original_id()
-        namespace = target.get("namespace")
-        if namespace and not (
-            _regex_matches(namespace, original.effective_namespace)
-            or _regex_matches(namespace, current.effective_namespace)
-        ):
-            continue
-        name = target.get("name")
-        if name and not (_regex_matches(name, original.name) or _regex_matches(name, current.name)):
-            continue
-        gvk = resource.gvk
         if not all(
-            not wanted or _regex_matches(wanted, actual)
-            for wanted, actual in (
-                (target.get("group"), gvk.group),
-                (target.get("version"), gvk.version),
-                (target.get("kind"), gvk.kind),
-            )
+            pattern is not None
+            and any(pattern.fullmatch(value) for value in _target_values(resource, field))
+            for field, pattern in wanted
         ):
             continue
         try:
@@ -125,7 +139,9 @@ def _patch_json6902(resource: Resource, operations: Any, where: str) -> None:
         del metadata["annotations"]
     if resource.name != before.name:
         resource.remember_id(before)
-    resource.links.clear()  # kustomize rebuilds the object from JSON: nothing stays shared
+    # kustomize rebuilds the object from JSON: nothing stays shared, every scalar is typed
+    resource.links.clear()
+    resource.untagged.clear()
 
 
 def _apply_strategic(
@@ -187,7 +203,7 @@ def _load_patch(
         text, where = entry["patch"].encode(), source
     else:
         raise RenderError(source, "a patch entry needs path or patch")
-    return [d for d in documents.load(text, where, limits) if d is not None], where
+    return [d for d in documents.load(text, where, limits, patch=True) if d is not None], where
 
 
 def apply_patch(
@@ -237,7 +253,7 @@ def apply_strategic_merge_list(
             if inline
             else (read(entry), kustomization.beside(source, entry))
         )
-        for document in documents.load(text, where, limits):
+        for document in documents.load(text, where, limits, patch=True):
             if document is None:
                 continue
             _check_strategic(document, where)

@@ -147,7 +147,11 @@ class Resource:
     origin: Origin | None = None
     transformations: list[Origin] = field(default_factory=list)
     links: list[list[LinkPath]] = field(default_factory=list)  # see links.py
-    _gvk_cache: tuple[tuple[Any, Any], Gvk] | None = field(default=None, repr=False, compare=False)
+    # scalars replacements created, with their text: untagged in kustomize (see
+    # replacements.quote_untagged)
+    untagged: list[tuple[LinkPath, str]] = field(default_factory=list)
+    # the gvk, with the apiVersion and kind it was made from (they may change in place)
+    _gvk_cache: tuple[Any, Any, Gvk] | None = field(default=None, repr=False, compare=False)
 
     def copy_without_data(self) -> Resource:
         """The tracking fields only (the caller supplies data)."""
@@ -162,6 +166,7 @@ class Resource:
             self.origin,
             list(self.transformations),
             [list(group) for group in self.links],
+            list(self.untagged),
         )
 
     @property
@@ -174,11 +179,11 @@ class Resource:
     @property
     def gvk(self) -> Gvk:
         data = self.data
-        key = (data.get("apiVersion"), data.get("kind"))
+        api_version, kind = data.get("apiVersion"), data.get("kind")
         cached = self._gvk_cache
-        if cached is None or cached[0] != key:
-            cached = self._gvk_cache = (key, Gvk.of(data))
-        return cached[1]
+        if cached is None or cached[0] is not api_version or cached[1] is not kind:
+            cached = self._gvk_cache = (api_version, kind, Gvk.of(data))
+        return cached[2]
 
     @property
     def kind(self) -> str:
@@ -223,8 +228,12 @@ class Resource:
     def remember_id(self, earlier: ResId | None = None) -> None:
         """Record the current id (or ``earlier``, taken before a change made in place)
         before a transformer changes the name or namespace."""
-        current = earlier if earlier is not None else self.id
-        self.previous.append(ResId(current.gvk, current.name, current.effective_namespace))
+        if earlier is None:
+            gvk, name, namespace = self.gvk, self.name, self.namespace
+        else:
+            gvk, name, namespace = earlier
+        effective = "" if is_cluster_scoped(gvk.kind) else namespace or "default"
+        self.previous.append(ResId(gvk, name, effective))
 
     def set_name(self, name: str) -> None:
         self.metadata["name"] = name

@@ -20,7 +20,7 @@ from typing import Any
 
 from rciots.controller.render import resource
 
-__all__ = ["DELETE", "MergeError", "merge_object"]
+__all__ = ["DELETE", "MergeError", "merge_object", "walks_to"]
 
 
 class MergeError(ValueError):
@@ -478,3 +478,17 @@ def merge_object(target: dict[str, Any], patch: dict[str, Any]) -> Any:
     the object."""
     schema = _schema(str(target.get("apiVersion", "")), str(target.get("kind", "")))
     return _walk(target, patch, (), schema)
+
+
+def walks_to(target: dict[str, Any], path: tuple[str | int, ...]) -> bool:
+    """Whether merging a patch into ``target`` walks to the value at ``path`` (through
+    mappings and the lists merged item by item; a replaced list is taken whole)."""
+    schema = _schema(str(target.get("apiVersion", "")), str(target.get("kind", "")))
+    fields: list[str] = []
+    for part in path:
+        if isinstance(part, int):
+            if schema.list_keys(tuple(fields)) is None:
+                return False
+        else:
+            fields.append(part)
+    return True

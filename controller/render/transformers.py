@@ -6,6 +6,7 @@ Pure functions over lists of ``Resource``; errors name the kustomization file.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -31,10 +32,17 @@ _SKIP_PREFIX: tuple[tuple[str, str], ...] = (
 )
 
 
+_SKIP_PREFIX_KINDS = frozenset(kind for _, kind in _SKIP_PREFIX)
+
+
 def set_name_prefix_suffix(resources: Iterable[Resource], prefix: str, suffix: str) -> None:
+    if not prefix and not suffix:
+        return
     for resource in resources:
         original = resource.original_id().gvk
-        if any(original.selected_by(g, "", k) for g, k in _SKIP_PREFIX):
+        if original.kind in _SKIP_PREFIX_KINDS and any(
+            original.selected_by(g, "", k) for g, k in _SKIP_PREFIX
+        ):
             continue
         for affix, is_prefix in ((prefix, True), (suffix, False)):
             if not affix:
@@ -45,18 +53,23 @@ def set_name_prefix_suffix(resources: Iterable[Resource], prefix: str, suffix: s
             resource.set_name(affix + name if is_prefix else name + affix)
 
 
+_NAMESPACE = fieldspecs.SpecTable(fieldspecs.NAMESPACE)
+_COMMON_LABELS = fieldspecs.SpecTable(fieldspecs.COMMON_LABELS)
+_ANNOTATIONS = fieldspecs.SpecTable(fieldspecs.ANNOTATIONS)
+_REPLICAS = fieldspecs.SpecTable(fieldspecs.REPLICAS)
+
+
 def set_namespace(resources: list[Resource], namespace: str, source: str) -> None:
     for resource in resources:
         resource.remember_id()
         gvk = resource.gvk
         if not is_cluster_scoped(gvk.kind):
             resource.metadata["namespace"] = namespace
-        for spec in fieldspecs.NAMESPACE:
+        for spec in _NAMESPACE.for_gvk(gvk):
             if spec.path == "metadata/name" and resource.data.get("apiVersion") != "v1":
                 continue
-            if spec.applies_to(gvk):
-                for mapping, name, _ in fieldspecs.places(resource.data, spec.parts(), spec.create):
-                    mapping[name] = namespace
+            for mapping, name, _ in fieldspecs.places(resource.data, spec.parts(), spec.create):
+                mapping[name] = namespace
         if gvk.kind in ("RoleBinding", "ClusterRoleBinding"):
             for subject in resource.data.get("subjects") or []:
                 if isinstance(subject, dict) and subject.get("name") == "default":
@@ -72,31 +85,36 @@ def set_namespace(resources: list[Resource], namespace: str, source: str) -> Non
 def _set_entries(
     resources: Iterable[Resource],
     entries: dict[str, str],
-    specs: Iterable[FieldSpec],
+    specs: fieldspecs.SpecTable,
     source: str,
 ) -> None:
     if not entries:
         return
-    specs = list(specs)
+    items = entries.items()
     for resource in resources:
-        gvk = resource.gvk
-        before = links.snapshot(resource)
-        created: dict[str, list[LinkPath]] = {key: [] for key in entries}
-        for spec in specs:
-            if not spec.applies_to(gvk):
-                continue
+        applicable = specs.for_gvk(resource.gvk)
+        if not applicable:
+            continue
+        before = links.snapshot(resource) if resource.links else None
+        # the places where each entry was added (rather than changed): linked when several
+        created: dict[str, list[LinkPath]] = {}
+        for spec in applicable:
             for mapping, key, path in fieldspecs.places(resource.data, spec.parts(), spec.create):
                 target = mapping.get(key)
                 if target is None:
                     target = mapping[key] = {}
                 if not isinstance(target, dict):
                     raise RenderError(source, f"{key} of {resource.id} is not a mapping")
-                for name, value in entries.items():
+                for name, value in items:
                     if name not in target:
-                        created[name].append((*path, name))
+                        created.setdefault(name, []).append((*path, name))
                     target[name] = value
-        links.sync(resource, before)
-        resource.links.extend(group for group in created.values() if len(group) > 1)
+        if before is not None:
+            links.sync(resource, before)
+        for name in entries:
+            group = created.get(name)
+            if group is not None and len(group) > 1:
+                resource.links.append(group)
 
 
 def set_labels(
@@ -112,19 +130,32 @@ def set_labels(
             raise RenderError(
                 source, f"label name '{clash[0]}' exists in both commonLabels and labels"
             )
-        specs: list[FieldSpec] = [_field_spec(fs, source) for fs in entry.get("fields") or []]
-        if entry.get("includeSelectors"):
-            specs += fieldspecs.COMMON_LABELS
-        else:
-            if entry.get("includeTemplates"):
-                specs += fieldspecs.TEMPLATE_LABELS
-            specs.append(FieldSpec("metadata/labels", create=True))
-        _set_entries(resources, _string_map(pairs, "labels.pairs", source), _unique(specs), source)
-    _set_entries(resources, common, fieldspecs.COMMON_LABELS, source)
+        fields = tuple(_field_spec(fs, source) for fs in entry.get("fields") or [])
+        table = _labels_table(
+            fields, bool(entry.get("includeSelectors")), bool(entry.get("includeTemplates"))
+        )
+        _set_entries(resources, _string_map(pairs, "labels.pairs", source), table, source)
+    _set_entries(resources, common, _COMMON_LABELS, source)
+
+
+@functools.lru_cache(maxsize=256)
+def _labels_table(
+    fields: tuple[FieldSpec, ...], selectors: bool, templates: bool
+) -> fieldspecs.SpecTable:
+    """Where one `labels` entry puts its pairs: its own fields, then the selectors and pod
+    templates (includeSelectors), or the pod templates (includeTemplates) and metadata."""
+    specs = list(fields)
+    if selectors:
+        specs += fieldspecs.COMMON_LABELS
+    else:
+        if templates:
+            specs += fieldspecs.TEMPLATE_LABELS
+        specs.append(FieldSpec("metadata/labels", create=True))
+    return fieldspecs.SpecTable(_unique(specs))
 
 
 def set_annotations(resources: list[Resource], annotations: dict[str, str], source: str) -> None:
-    _set_entries(resources, annotations, fieldspecs.ANNOTATIONS, source)
+    _set_entries(resources, annotations, _ANNOTATIONS, source)
 
 
 def _unique(specs: list[FieldSpec]) -> list[FieldSpec]:
@@ -177,13 +208,13 @@ def _split_image(image: str) -> tuple[str, str, str]:
     return image[: offset + colon], image[offset + colon + 1 :], ""
 
 
-def _image_matches(image: str, name: str) -> bool:
-    # kustomize puts the configured name into a regular expression unescaped
+def _image_pattern(name: str) -> re.Pattern[str] | None:
+    """What an ``images`` entry's name matches: kustomize puts the configured name into a
+    regular expression unescaped (None when that is not a valid expression)."""
     try:
-        pattern = re.compile("^" + name + r"(:[a-zA-Z0-9_.{}-]*)?(@sha256:[a-zA-Z0-9_.{}-]*)?$")
+        return re.compile("^" + name + r"(:[a-zA-Z0-9_.{}-]*)?(@sha256:[a-zA-Z0-9_.{}-]*)?$")
     except re.error:
-        return False
-    return pattern.match(image) is not None
+        return None
 
 
 def _new_image(image: str, rule: dict[str, Any]) -> str:
@@ -202,22 +233,23 @@ def _new_image(image: str, rule: dict[str, Any]) -> str:
     return name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
 
 
-def _containers_anywhere(obj: Any) -> Iterable[dict[str, Any]]:
-    """Every element of a `containers` or `initContainers` list, at any depth."""
-    stack = [obj]
-    while stack:
-        current = stack.pop()
-        if type(current) is list:
-            stack.extend(item for item in current if type(item) in (dict, list))
-            continue
-        for key, value in current.items():
-            kind = type(value)
-            if kind is list:
-                if key == "containers" or key == "initContainers":
-                    yield from (c for c in value if type(c) is dict)
-                stack.append(value)
-            elif kind is dict:
-                stack.append(value)
+def _containers_anywhere(obj: Any, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every element of a `containers` or `initContainers` list, at any depth, added to
+    ``found`` (the depth is bounded by the reader's nesting limit)."""
+    if type(obj) is list:
+        for item in obj:
+            if type(item) is dict or type(item) is list:
+                _containers_anywhere(item, found)
+        return found
+    for key, value in obj.items():
+        kind = type(value)
+        if kind is dict:
+            _containers_anywhere(value, found)
+        elif kind is list:
+            if key == "containers" or key == "initContainers":
+                found.extend(item for item in value if type(item) is dict)
+            _containers_anywhere(value, found)
+    return found
 
 
 _IMAGE_FIELDS = tuple(
@@ -234,20 +266,27 @@ def set_image(resources: list[Resource], rule: Any, source: str) -> None:
     for key in ("newName", "newTag", "digest", "tagSuffix"):
         if rule.get(key) is not None and not isinstance(rule[key], str):
             raise RenderError(source, f"images {rule['name']}: {key} must be a string; quote it")
+    pattern = _image_pattern(rule["name"])
+    if pattern is None:
+        return
     for resource in resources:
         if resource.kind == "CustomResourceDefinition":
             continue
-        for container in _containers_anywhere(resource.data):
+        again = False
+        for container in _containers_anywhere(resource.data, []):
             image = container.get("image")
-            if isinstance(image, str) and _image_matches(image, rule["name"]):
-                container["image"] = _new_image(image, rule)
-
-        # kustomize then runs the same update over its image field specs: harmless for
-        # most rules, but a tagSuffix is added a second time there
+            if isinstance(image, str) and pattern.match(image):
+                container["image"] = new = _new_image(image, rule)
+                again = again or (pattern.match(new) is not None and _new_image(new, rule) != new)
+        if not again:
+            continue
+        # kustomize then runs the same update over its image field specs (which hold some of
+        # the containers just updated): a second update changes nothing, but for a tagSuffix
+        # (added a second time) or an image that does not read back as it was written
         for spec in _IMAGE_FIELDS:
             for mapping, key, _ in fieldspecs.places(resource.data, spec.parts(), spec.create):
                 image = mapping[key]
-                if isinstance(image, str) and _image_matches(image, rule["name"]):
+                if isinstance(image, str) and pattern.match(image):
                     mapping[key] = _new_image(image, rule)
 
 
@@ -255,16 +294,20 @@ def set_replica_count(resources: list[Resource], rule: Any, source: str) -> None
     """One entry of ``replicas``: the count for the workloads of that name."""
     if not isinstance(rule, dict) or not isinstance(rule.get("name"), str):
         raise RenderError(source, "each replicas entry needs a name and a count")
-    count = rule.get("count")
+    count = rule.get("count") or 0  # (decoded as Go does: a missing or null count is 0)
     if not isinstance(count, int) or isinstance(count, bool):
         raise RenderError(source, f"replicas count for {rule['name']} must be a number")
+    name = rule["name"]
     found = False
     for resource in resources:
-        ids = [i for i in resource.ids() if i.name == rule["name"]]
-        if not ids:
+        if resource.name != name and all(p.name != name for p in resource.previous):
             continue
-        for spec in fieldspecs.REPLICAS:
-            if any(spec.applies_to(i.gvk) for i in ids):
+        # the specs that apply to any id of this name (by identity: the table's own objects)
+        applicable = {
+            id(s) for i in resource.ids() if i.name == name for s in _REPLICAS.for_gvk(i.gvk)
+        }
+        for spec in _REPLICAS.specs:
+            if id(spec) in applicable:
                 found = True
                 for mapping, key, _ in fieldspecs.places(resource.data, spec.parts(), spec.create):
                     mapping[key] = count
@@ -272,5 +315,5 @@ def set_replica_count(resources: list[Resource], rule: Any, source: str) -> None
         raise RenderError(
             source,
             f"replicas: no Deployment, ReplicationController, ReplicaSet or StatefulSet "
-            f"is named {rule['name']}",
+            f"is named {name}",
         )
