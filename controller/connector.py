@@ -25,9 +25,11 @@ when smaller); ``applied`` and ``status`` become observations; a certificate pas
 its lifetime is renewed; a device that is denied or removed is closed with 4403 within the
 reconcile pass that decided it.
 
-Memory: asyncio's TLS transport reserves a 256 KiB receive buffer per connection
-(``asyncio.sslproto.SSLProtocol.max_size``); ``start`` lowers it to 16 KiB for the process,
-which keeps an idle mutual-TLS connection under 100 KB (bench/connector.py).
+Memory (bench/connector.py measures it): asyncio's TLS transport reserves a 256 KiB receive
+buffer per connection (``asyncio.sslproto.SSLProtocol.max_size``); ``start`` lowers it to
+``TLS_BUFFER`` (16 KiB) for the process. permessage-deflate runs without context takeover
+either way, so an idle connection holds no compressor (~45 KB with websockets' defaults). An
+idle agent then costs the connector's process about 75 KB.
 """
 
 from __future__ import annotations
@@ -49,18 +51,19 @@ from typing import Protocol
 from cryptography import x509
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request, Response
 
 from rciots.agent import protocol
 from rciots.agent.bundle import ApplyResult, Bundle
 from rciots.controller import ca, registry, tokens
 
-__all__ = ["PATH", "Connector", "ConnectorSettings", "Devices", "server_context"]
+__all__ = ["PATH", "TLS_BUFFER", "Connector", "ConnectorSettings", "Devices", "server_context"]
 
 log = logging.getLogger(__name__)
 
 PATH = "/v1/connect"
-_TLS_BUFFER = 16 * 1024
+TLS_BUFFER = 16 * 1024  # asyncio's TLS read buffer per connection (its default: 256 KiB)
 _RENEW_AFTER = 2 / 3  # of a certificate's lifetime
 
 
@@ -154,7 +157,7 @@ class Connector:
     async def start(self) -> None:
         assert self.settings.listen is not None
         # see the module docstring: 256 KiB of buffer per TLS connection is most of its memory
-        asyncio.sslproto.SSLProtocol.max_size = _TLS_BUFFER
+        asyncio.sslproto.SSLProtocol.max_size = TLS_BUFFER
         host, port = self.settings.listen
         self._server = await serve(
             self._serve,
@@ -167,6 +170,8 @@ class Connector:
             ping_timeout=self.settings.ping_timeout,
             max_size=self.settings.max_message_bytes,
             max_queue=4,
+            compression=None,  # the extension below, instead of websockets' default one
+            extensions=[_deflate()],
             server_header=None,
             logger=log,
         )
@@ -389,6 +394,20 @@ class Connector:
                 log.info("%s/%s: closing its session: %s", *session.key, why)
                 closing.append(self._close(session, protocol.CloseCode.FORBIDDEN, why))
         await asyncio.gather(*closing, return_exceptions=True)
+
+
+def _deflate() -> ServerPerMessageDeflateFactory:
+    """permessage-deflate with websockets' default windows (4 KiB) and memory level, but
+    without context takeover either way: each message is compressed on its own, so an idle
+    connection keeps no compressor or decompressor (~45 KB with them). Messages here do not
+    repeat one another much; a full desired state still shrinks about five times."""
+    return ServerPerMessageDeflateFactory(
+        server_no_context_takeover=True,
+        client_no_context_takeover=True,
+        server_max_window_bits=12,
+        client_max_window_bits=12,
+        compress_settings={"memLevel": 5},
+    )
 
 
 def _address(connection: ServerConnection) -> str:
