@@ -796,10 +796,32 @@ def at_least(count: Callable[[], int], wanted: int) -> Callable[[], bool]:
     return check
 
 
-async def settle_memory(seconds: float) -> int:
+class Collections:
+    """Time the garbage collector takes, while in the ``with`` block."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __enter__(self) -> Collections:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+
+async def settle_memory(seconds: float, collections: Collections | None = None) -> int:
     """RSS after ``seconds`` of rest, a collection, and free heap handed back to the system
     (what start-up freed must not pass for memory the connections take little of)."""
-    await asyncio.sleep(seconds)
+    with collections or contextlib.nullcontext():
+        await asyncio.sleep(seconds)
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -884,9 +906,10 @@ async def hold_idle(
             progress(f"{args.mode}: {first + size} connections held ({opened})")
             if controller is not None and controller.status is not None:
                 await controller.status.flush()  # the connect and applied documents: written
-            cpu = cpu_seconds()
-            rss.append(await settle_memory(args.idle_seconds))
+            cpu, collections = cpu_seconds(), Collections()
+            rss.append(await settle_memory(args.idle_seconds, collections))
             idle_cpu = (cpu_seconds() - cpu) / args.idle_seconds
+            idle_gc = collections.seconds / args.idle_seconds
         files = open_files() - files_before
         traced = None
         if args.tracemalloc:
@@ -909,6 +932,7 @@ async def hold_idle(
         "kb_per_connection": round((rss[2] - rss[1]) / (count - half) / 1000, 1),
         "kb_per_connection_all": round((rss[2] - rss[0]) / count / 1000, 1),
         "idle_cpu_percent": round(idle_cpu * 100, 1),
+        "idle_gc_percent": round(idle_gc * 100, 1),  # of it, the garbage collector's
     }
     if traced is not None:
         result["python_kb_per_connection_all"] = round(traced / count / 1000, 1)
