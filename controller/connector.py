@@ -29,7 +29,7 @@ Memory (bench/connector.py measures it): asyncio's TLS transport reserves a 256 
 buffer per connection (``asyncio.sslproto.SSLProtocol.max_size``); ``start`` lowers it to
 ``TLS_BUFFER`` (16 KiB) for the process. permessage-deflate runs without context takeover
 either way, so an idle connection holds no compressor (~45 KB with websockets' defaults). An
-idle agent then costs the connector's process about 75 KB.
+idle agent then costs the connector's process about 70 KB.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import hmac
 import logging
 import ssl
 import uuid
+import weakref
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -102,6 +103,18 @@ def server_context(certificate: Path, key: Path, client_ca: Path) -> ssl.SSLCont
     return context
 
 
+@dataclass(frozen=True)
+class _Admitted:
+    """What a connection's client certificate proved, checked once (parsed and its signature
+    verified) before the upgrade, for the session that follows; the certificate itself is not
+    kept (a few KB per connection)."""
+
+    tenant: str
+    device_id: str
+    serial: str
+    renew_at: datetime
+
+
 class _Session:
     """One agent's connection: the protocol session, and a lock so that what is sent on it
     keeps the session's order."""
@@ -111,12 +124,12 @@ class _Session:
         connection: ServerConnection,
         session: protocol.ConnectorSession,
         registration: registry.Registration,
-        certificate: x509.Certificate,
+        renew_at: datetime,
     ) -> None:
         self.connection = connection
         self.protocol = session
         self.registration = registration
-        self.certificate = certificate
+        self.renew_at = renew_at  # when the certificate it came with is due for renewal
         self.lock = asyncio.Lock()
         self.renewing = False
 
@@ -151,6 +164,10 @@ class Connector:
         self.clock = clock
         self.sessions: dict[str, _Session] = {}  # device id -> its current session
         self._waiting: dict[str, int] = {}  # address -> connections not yet past hello
+        # what _admit found, for _serve (gone with the connection, should _serve never run)
+        self._admitted: weakref.WeakKeyDictionary[ServerConnection, _Admitted] = (
+            weakref.WeakKeyDictionary()
+        )
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # closings of replaced sessions
 
@@ -204,17 +221,21 @@ class Connector:
         certificate = _peer_certificate(connection)
         if certificate is None:
             return connection.respond(HTTPStatus.FORBIDDEN, "a client certificate is required\n")
-        refusal = self._check_certificate(certificate)
+        checked = self._check_certificate(certificate)
+        refusal = checked if isinstance(checked, str) else self._check_registration(checked)
         if isinstance(refusal, str):
             log.info("connection from %s refused: %s", address, refusal)
             return connection.respond(HTTPStatus.FORBIDDEN, refusal + "\n")
         if self._waiting.get(address, 0) >= self.settings.max_waiting_per_address:
             log.warning("connection from %s refused: too many waiting for their hello", address)
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
+        assert isinstance(checked, _Admitted)
+        self._admitted[connection] = checked
         return None
 
-    def _check_certificate(self, certificate: x509.Certificate) -> str | registry.Registration:
-        """The registration the certificate is of, or why it gets none."""
+    def _check_certificate(self, certificate: x509.Certificate) -> str | _Admitted:
+        """What the certificate proves (a device of ours, signed by our device CA), or why it
+        proves nothing."""
         identity = ca.device_identity(certificate)
         if identity is None or certificate.issuer != self.authority.device_ca.subject:
             return "the certificate names no device of ours"
@@ -222,13 +243,22 @@ class Connector:
             certificate.verify_directly_issued_by(self.authority.device_ca)
         except Exception:  # any failure means: not ours
             return "the certificate is not signed by our device CA"
-        tenant, device_id = identity
+        start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+        return _Admitted(
+            tenant=identity[0],
+            device_id=identity[1],
+            serial=format(certificate.serial_number, "x"),
+            renew_at=start + (end - start) * _RENEW_AFTER,
+        )
+
+    def _check_registration(self, admitted: _Admitted) -> str | registry.Registration:
+        """The registration the certificate is of, or why it gets none."""
+        device_id = admitted.device_id
         found = self.devices.registration(device_id)
-        if found is None or found.tenant != tenant:
+        if found is None or found.tenant != admitted.tenant:
             return f"device {device_id} is not registered (removed?)"
-        serial = format(certificate.serial_number, "x")
-        if serial not in (found.certificate_serial, found.previous_certificate_serial):
-            return f"the certificate {serial} of {device_id} was replaced by a newer one"
+        if admitted.serial not in (found.certificate_serial, found.previous_certificate_serial):
+            return f"the certificate {admitted.serial} of {device_id} was replaced by a newer one"
         why = self.devices.denied(device_id)
         if why is not None:
             return why
@@ -238,9 +268,9 @@ class Connector:
 
     async def _serve(self, connection: ServerConnection) -> None:
         address = _address(connection)
-        certificate = _peer_certificate(connection)
-        registration = self._check_certificate(certificate) if certificate else None
-        if certificate is None or not isinstance(registration, registry.Registration):
+        admitted = self._admitted.pop(connection, None)
+        registration = self._check_registration(admitted) if admitted else None
+        if admitted is None or not isinstance(registration, registry.Registration):
             await connection.close(protocol.CloseCode.FORBIDDEN, "not admitted")
             return  # admitted a moment ago, refused now: removed meanwhile
         self._waiting[address] = self._waiting.get(address, 0) + 1
@@ -250,7 +280,7 @@ class Connector:
                 registration.device_id, max_message_bytes=self.settings.max_message_bytes
             ),
             registration,
-            certificate,
+            admitted.renew_at,
         )
         accepted = False
         try:
@@ -337,7 +367,7 @@ class Connector:
         )
         if desired is not None and desired.digest != session.protocol.target_digest:
             self._push(session, desired)
-        if self._due_for_renewal(session.certificate):
+        if self.clock() >= session.renew_at:
             session.protocol.request_renewal()
         return True
 
@@ -346,10 +376,6 @@ class Connector:
             session.protocol.push(bundle)
         except protocol.MessageTooLarge as exc:
             log.error("%s/%s: desired state not sent: %s", *session.key, exc)
-
-    def _due_for_renewal(self, certificate: x509.Certificate) -> bool:
-        start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
-        return self.clock() >= start + (end - start) * _RENEW_AFTER
 
     def _on_csr(self, session: _Session, event: protocol.CsrReceived) -> None:
         try:
