@@ -577,13 +577,18 @@ async def agents_main(args: argparse.Namespace) -> None:
             counter = FrameCounter()
             connection.protocol.extensions.append(counter)
             welcomed = asyncio.Event()
-            tasks.append(
-                asyncio.create_task(
-                    run_agent(number, identity, connection, counter, stats, welcomed)
-                )
+            task = asyncio.create_task(
+                run_agent(number, identity, connection, counter, stats, welcomed)
             )
-            await welcomed.wait()  # the hello is answered: the next may connect
-            stats.opened += 1
+            tasks.append(task)
+            # the hello answered (the next may connect), or the session over (refused)
+            waiting = asyncio.create_task(welcomed.wait())
+            await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            if welcomed.is_set():
+                stats.opened += 1
+            else:
+                stats.failed += 1
 
     await asyncio.gather(*(open_one(args.first + i, x) for i, x in enumerate(mine)))
     say(
