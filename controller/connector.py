@@ -25,9 +25,11 @@ when smaller); ``applied`` and ``status`` become observations; a certificate pas
 its lifetime is renewed; a device that is denied or removed is closed with 4403 within the
 reconcile pass that decided it.
 
-Memory: asyncio's TLS transport reserves a 256 KiB receive buffer per connection
-(``asyncio.sslproto.SSLProtocol.max_size``); ``start`` lowers it to 16 KiB for the process,
-which keeps an idle mutual-TLS connection under 100 KB (bench/connector.py).
+Memory (bench/connector.py measures it): asyncio's TLS transport reserves a 256 KiB receive
+buffer per connection (``asyncio.sslproto.SSLProtocol.max_size``); ``start`` lowers it to
+``TLS_BUFFER`` (16 KiB) for the process. permessage-deflate runs without context takeover
+either way, so an idle connection holds no compressor (~45 KB with websockets' defaults). An
+idle agent then costs the connector's process about 70 KB.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import hmac
 import logging
 import ssl
 import uuid
+import weakref
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,18 +52,27 @@ from typing import Protocol
 from cryptography import x509
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request, Response
 
 from rciots.agent import protocol
 from rciots.agent.bundle import ApplyResult, Bundle
 from rciots.controller import ca, registry, tokens
 
-__all__ = ["PATH", "Connector", "ConnectorSettings", "Counters", "Devices", "server_context"]
+__all__ = [
+    "PATH",
+    "TLS_BUFFER",
+    "Connector",
+    "ConnectorSettings",
+    "Counters",
+    "Devices",
+    "server_context",
+]
 
 log = logging.getLogger(__name__)
 
 PATH = "/v1/connect"
-_TLS_BUFFER = 16 * 1024
+TLS_BUFFER = 16 * 1024  # asyncio's TLS read buffer per connection (its default: 256 KiB)
 _RENEW_AFTER = 2 / 3  # of a certificate's lifetime
 
 
@@ -108,6 +120,18 @@ class Counters:
     bytes_sent: int = 0  # of the messages' text, before compression
 
 
+@dataclass(frozen=True)
+class _Admitted:
+    """What a connection's client certificate proved, checked once (parsed and its signature
+    verified) before the upgrade, for the session that follows; the certificate itself is not
+    kept (a few KB per connection)."""
+
+    tenant: str
+    device_id: str
+    serial: str
+    renew_at: datetime
+
+
 class _Session:
     """One agent's connection: the protocol session, and a lock so that what is sent on it
     keeps the session's order."""
@@ -117,14 +141,14 @@ class _Session:
         connection: ServerConnection,
         session: protocol.ConnectorSession,
         registration: registry.Registration,
-        certificate: x509.Certificate,
+        renew_at: datetime,
         counters: Counters,
     ) -> None:
         self.connection = connection
         self.counters = counters
         self.protocol = session
         self.registration = registration
-        self.certificate = certificate
+        self.renew_at = renew_at  # when the certificate it came with is due for renewal
         self.lock = asyncio.Lock()
         self.renewal_asked = False  # once per session: the connection keeps its certificate
 
@@ -162,6 +186,10 @@ class Connector:
         self.clock = clock
         self.sessions: dict[str, _Session] = {}  # device id -> its current session
         self._waiting: dict[str, int] = {}  # address -> connections not yet past hello
+        # what _admit found, for _serve (gone with the connection, should _serve never run)
+        self._admitted: weakref.WeakKeyDictionary[ServerConnection, _Admitted] = (
+            weakref.WeakKeyDictionary()
+        )
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # closings of replaced sessions
         self.counters = Counters()
@@ -169,7 +197,7 @@ class Connector:
     async def start(self) -> None:
         assert self.settings.listen is not None
         # see the module docstring: 256 KiB of buffer per TLS connection is most of its memory
-        asyncio.sslproto.SSLProtocol.max_size = _TLS_BUFFER
+        asyncio.sslproto.SSLProtocol.max_size = TLS_BUFFER
         host, port = self.settings.listen
         self._server = await serve(
             self._serve,
@@ -182,6 +210,8 @@ class Connector:
             ping_timeout=self.settings.ping_timeout,
             max_size=self.settings.max_message_bytes,
             max_queue=4,
+            compression=None,  # the extension below, instead of websockets' default one
+            extensions=[_deflate()],
             server_header=None,
             logger=log,
         )
@@ -214,17 +244,21 @@ class Connector:
         certificate = _peer_certificate(connection)
         if certificate is None:
             return connection.respond(HTTPStatus.FORBIDDEN, "a client certificate is required\n")
-        refusal = self._check_certificate(certificate)
+        checked = self._check_certificate(certificate)
+        refusal = checked if isinstance(checked, str) else self._check_registration(checked)
         if isinstance(refusal, str):
             log.info("connection from %s refused: %s", address, refusal)
             return connection.respond(HTTPStatus.FORBIDDEN, refusal + "\n")
         if self._waiting.get(address, 0) >= self.settings.max_waiting_per_address:
             log.warning("connection from %s refused: too many waiting for their hello", address)
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
+        assert isinstance(checked, _Admitted)
+        self._admitted[connection] = checked
         return None
 
-    def _check_certificate(self, certificate: x509.Certificate) -> str | registry.Registration:
-        """The registration the certificate is of, or why it gets none."""
+    def _check_certificate(self, certificate: x509.Certificate) -> str | _Admitted:
+        """What the certificate proves (a device of ours, signed by our device CA), or why it
+        proves nothing."""
         identity = ca.device_identity(certificate)
         if identity is None or certificate.issuer != self.authority.device_ca.subject:
             return "the certificate names no device of ours"
@@ -232,13 +266,22 @@ class Connector:
             certificate.verify_directly_issued_by(self.authority.device_ca)
         except Exception:  # any failure means: not ours
             return "the certificate is not signed by our device CA"
-        tenant, device_id = identity
+        start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+        return _Admitted(
+            tenant=identity[0],
+            device_id=identity[1],
+            serial=format(certificate.serial_number, "x"),
+            renew_at=start + (end - start) * _RENEW_AFTER,
+        )
+
+    def _check_registration(self, admitted: _Admitted) -> str | registry.Registration:
+        """The registration the certificate is of, or why it gets none."""
+        device_id = admitted.device_id
         found = self.devices.registration(device_id)
-        if found is None or found.tenant != tenant:
+        if found is None or found.tenant != admitted.tenant:
             return f"device {device_id} is not registered (removed?)"
-        serial = format(certificate.serial_number, "x")
-        if serial not in (found.certificate_serial, found.previous_certificate_serial):
-            return f"the certificate {serial} of {device_id} was replaced by a newer one"
+        if admitted.serial not in (found.certificate_serial, found.previous_certificate_serial):
+            return f"the certificate {admitted.serial} of {device_id} was replaced by a newer one"
         why = self.devices.denied(device_id)
         if why is not None:
             return why
@@ -248,9 +291,9 @@ class Connector:
 
     async def _serve(self, connection: ServerConnection) -> None:
         address = _address(connection)
-        certificate = _peer_certificate(connection)
-        registration = self._check_certificate(certificate) if certificate else None
-        if certificate is None or not isinstance(registration, registry.Registration):
+        admitted = self._admitted.pop(connection, None)
+        registration = self._check_registration(admitted) if admitted else None
+        if admitted is None or not isinstance(registration, registry.Registration):
             await connection.close(protocol.CloseCode.FORBIDDEN, "not admitted")
             return  # admitted a moment ago, refused now: removed meanwhile
         self._waiting[address] = self._waiting.get(address, 0) + 1
@@ -260,7 +303,7 @@ class Connector:
                 registration.device_id, max_message_bytes=self.settings.max_message_bytes
             ),
             registration,
-            certificate,
+            admitted.renew_at,
             self.counters,
         )
         accepted = False
@@ -360,11 +403,7 @@ class Connector:
             log.error("%s/%s: desired state not sent: %s", *session.key, exc)
 
     def _renew_if_due(self, session: _Session) -> None:
-        if session.renewal_asked:
-            return
-        certificate = session.certificate
-        start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
-        if self.clock() >= start + (end - start) * _RENEW_AFTER:
+        if not session.renewal_asked and self.clock() >= session.renew_at:
             session.renewal_asked = True
             session.protocol.request_renewal()
 
@@ -411,6 +450,20 @@ class Connector:
                 log.info("%s/%s: closing its session: %s", *session.key, why)
                 closing.append(self._close(session, protocol.CloseCode.FORBIDDEN, why))
         await asyncio.gather(*closing, return_exceptions=True)
+
+
+def _deflate() -> ServerPerMessageDeflateFactory:
+    """permessage-deflate with websockets' default windows (4 KiB) and memory level, but
+    without context takeover either way: each message is compressed on its own, so an idle
+    connection keeps no compressor or decompressor (~45 KB with them). Messages here do not
+    repeat one another much; a full desired state still shrinks about five times."""
+    return ServerPerMessageDeflateFactory(
+        server_no_context_takeover=True,
+        client_no_context_takeover=True,
+        server_max_window_bits=12,
+        client_max_window_bits=12,
+        compress_settings={"memLevel": 5},
+    )
 
 
 def _address(connection: ServerConnection) -> str:

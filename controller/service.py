@@ -9,6 +9,10 @@ HTTP endpoints (the push webhook for now) run in the same event loop.
 
 Connectors (pushing desired state to agents) and enrollment join later through
 ``Controller.reconciler.table`` and the status writer.
+
+A device's status document is rendered again whenever its desired state (in a pass) or what
+was observed of it (connected, applied, disconnected) changes; a heartbeat (``seen``) renders
+it only when the lastSeen it shows moves (once per its granularity, an hour).
 """
 
 from __future__ import annotations
@@ -275,6 +279,17 @@ class Controller:
         seen = dict(self.observed)  # the worker thread reads a copy
         outcome, documents = await asyncio.to_thread(self._reconcile, snapshot, seen)
         self.last_outcome = outcome
+        if documents:
+            # A device observed while the pass ran (it connected, applied) had its document
+            # rendered from the table before the pass; the pass's document of it, queued now,
+            # holds what was seen before. Render those devices once more, from both news.
+            for key in dict.fromkeys(outcome.rendered + outcome.failed):
+                now_seen = self.observed.get(key)
+                state = self.reconciler.table.get(key)
+                if now_seen is not seen.get(key) and state is not None and now_seen is not None:
+                    documents[statusdocs.status_path(*key)] = statusdocs.render_status(
+                        observed.device_status(state, now_seen)
+                    )
         self.reconcile_durations.observe(outcome.seconds)
         self.changes.bump()
         if self.connector is not None:
@@ -518,7 +533,15 @@ class Controller:
         self._observe(key, observed.applied(self.observed.get(key), bundle, result, _now()))
 
     def seen(self, key: tuple[str, str]) -> None:
-        self._observe(key, observed.seen(self.observed.get(key), _now()))
+        before = self.observed.get(key)
+        now_seen = observed.seen(before, _now())
+        if before is not None and _written_last_seen(before) == _written_last_seen(now_seen):
+            # A heartbeat within lastSeen's granularity: the document would come out the same
+            # as the one queued last, which every other change renders. Rendering it anyway,
+            # for every status message of every agent, was most of an idle connector's CPU.
+            self.observed[key] = now_seen
+            return
+        self._observe(key, now_seen)
 
     def _observe(self, key: tuple[str, str], now_seen: observed.Observed) -> None:
         self.observed[key] = now_seen
@@ -592,3 +615,8 @@ def status_documents(
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _written_last_seen(seen: observed.Observed) -> datetime | None:
+    """The lastSeen that a status document of ``seen`` shows."""
+    return statusdocs.written_last_seen(seen.last_seen, seen.connected)
