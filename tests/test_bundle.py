@@ -79,3 +79,39 @@ def test_an_apply_is_ok_only_when_every_resource_is():
     assert ApplyResult("sha256:x", (good,)).ok
     assert not ApplyResult("sha256:x", (good, bad)).ok
     assert not ApplyResult("sha256:x", (), error="kubectl not found").ok
+
+
+def split_by_lines(manifests: str) -> list[str]:
+    """The plain reading of the rule: lines at '\\n', a '---' line separates."""
+    if not manifests:
+        return []
+    documents, current = [], []
+    for line in manifests.split("\n"):
+        current.append(line)
+        if line.rstrip("\r") == "---":
+            current.pop()
+            documents.append("\n".join(current) + ("\n" if current else ""))
+            current = []
+    documents.append("\n".join(current))
+    return documents
+
+
+@pytest.mark.parametrize(
+    "manifests",
+    [
+        TWO,
+        "a: 1\n",
+        "---\na: 1\n",
+        "a: 1\n---\n",
+        "a: 1\n---",
+        "a: 1\n---\r\nb: 2\n",
+        "a: |\n  ---\n  x\n---\nb: ---\n",
+        "a: 1\n----\nb: 2\n",
+        "a: 1\n--- \nb: 2\n",
+        "a: 1\r---\nb: 2\n",
+        "a: 1\n---\n---\nb: 2\n",
+        "a: 1\u2028---\nb: 2\n",
+    ],
+)
+def test_documents_split_as_the_rule_reads(manifests):
+    assert split_documents(manifests) == split_by_lines(manifests)
