@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,30 @@ import pytest
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
+
+# Variables that point git at a repository (what `git rev-parse --local-env-vars` lists). Run
+# from inside a git command (a hook, `git rebase --exec`), the suite inherits GIT_DIR: every
+# git process of a test would then work on this checkout instead of the test's own repository.
+_GIT_REPOSITORY_VARIABLES = [
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_GRAFT_FILE",
+    "GIT_INDEX_FILE",
+    "GIT_NO_REPLACE_OBJECTS",
+    "GIT_REPLACE_REF_BASE",
+    "GIT_PREFIX",
+    "GIT_INTERNAL_SUPER_PREFIX",
+    "GIT_SHALLOW_FILE",
+    "GIT_COMMON_DIR",
+]
+for _name in _GIT_REPOSITORY_VARIABLES:
+    os.environ.pop(_name, None)
 
 # loopback Git servers (git daemon, smart HTTP/HTTPS) as fixtures for every module
 pytest_plugins = ["tests.gitserver"]
