@@ -85,7 +85,7 @@ def test_a_device_that_runs_nothing_is_in_sync_once_it_applied_nothing() -> None
     empty = desired(digest="", manifests="")
     applied = seen(connected=True, applied_digest=digest_of(""))
     assert fleetview.decide_state(empty, applied) == "in-sync"
-    assert fleetview.target_digest(empty) == digest_of("")
+    assert empty.bundle_digest == digest_of("")
 
 
 def registration(
