@@ -487,38 +487,10 @@ class Controller:
         return state.bundle() if state is not None else None
 
     def renew(self, registration: registry.Registration, csr_pem: str) -> tuple[str, str]:
-        """Sign a renewal CSR for a connected device; the registry then holds the new
-        certificate (the old one stays accepted until it expires)."""
-        assert self.authority is not None
-        assert self.registry is not None
-        csr = ca.check_csr(csr_pem.encode())
-        key_fingerprint = ca.key_fingerprint(csr.public_key())
-        with self.registry.atomic():
-            owner = self.registry.by_key(key_fingerprint)
-            if owner is not None and owner.device_id != registration.device_id:
-                raise ValueError("this key is enrolled for another device")
-            current = self.registry.get(registration.device_id)
-            if current is None:
-                raise ValueError("the device is no longer registered")
-            issued = ca.issue_device_certificate(
-                self.authority,
-                csr,
-                current.tenant,
-                current.device_id,
-                datetime.now(UTC),
-                self.settings.enrollment.device_lifetime,
-            )
-            self.registry.put(
-                dataclasses.replace(
-                    current,
-                    key_fingerprint=key_fingerprint,
-                    certificate_serial=issued.serial,
-                    certificate_fingerprint=issued.fingerprint,
-                    certificate_not_after=issued.not_after,
-                    previous_certificate_serial=current.certificate_serial,
-                )
-            )
-        return issued.chain_pem.decode(), self.authority.ca_bundle_pem().decode()
+        """Sign a renewal CSR for a connected device (``Enroller.renew``)."""
+        assert self.enroller is not None  # start() made it before any session could start
+        issued = self.enroller.renew(registration.device_id, csr_pem.encode(), _now())
+        return issued.chain_pem.decode(), self.enroller.authority.ca_bundle_pem().decode()
 
     def connected(self, key: tuple[str, str], applied_digest: str | None) -> None:
         self.changes.bump()
