@@ -26,8 +26,7 @@ from rciots.controller import (
 from tests import aio, enrollfiles
 from tests.cryptohelp import csr_pem, ec_key
 from tests.enrollfiles import AUTO, MANUAL
-
-OPEN = ratelimit.ClientLimits(rate=1000, burst=1000, failure_rate=1000, failure_burst=1000)
+from tests.fleetcontroller import OPEN
 
 
 def body(token: str = AUTO, name: str = "gw-new", key=None, **extra: object) -> dict[str, object]:
