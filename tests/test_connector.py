@@ -9,9 +9,9 @@ reconnect and resync; another CA, an expired certificate, another device's token
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
+import logging
 import shutil
 import ssl
 import tempfile
@@ -122,7 +122,11 @@ DELETE_SERVICE = """\
 """
 
 
-def test_prune_restart_without_reenrolling_and_disable(tmp_path: Path) -> None:
+def test_prune_restart_without_reenrolling_and_disable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rciots.controller.connector")
+
     async def body(remote: gitserver.Remote, tmp: Path) -> None:
         async with controller(settings(remote, tmp / "state")) as running:
             key = ("acme-sensors", "wh-02")
@@ -167,7 +171,13 @@ def test_prune_restart_without_reenrolling_and_disable(tmp_path: Path) -> None:
                 )
 
             await aio.eventually(disconnected, within=10)
-            await asyncio.sleep(1.0)  # it tries again (backoff 0.5 s): refused each time
+
+            def refused_twice() -> bool:
+                """the agent came back twice (backoff 0.5 s), and was refused each time"""
+                refusal = "connection from 127.0.0.1 refused: device acme-sensors/wh-02 is disabled"
+                return [r.getMessage() for r in caplog.records].count(refusal) >= 2
+
+            await aio.eventually(refused_twice, within=10)
             assert not running.observed[key].connected
             await agent.halt()
 
