@@ -104,7 +104,11 @@ class Fleet:
                 "127.0.0.1:0",
             )
         )
-        self.controller.wait_for("controller running on")
+        try:
+            self.controller.wait_for("controller running on")
+        except BaseException:
+            self.controller.stop()  # never left running when it does not start
+            raise
 
     def agent(self, name: str, applier: str, env: dict[str, str] | None = None) -> Process:
         return Process(
