@@ -283,7 +283,11 @@ class StatusPage:
         credential = credential or request.cookies.get(COOKIE, "")
         if not credential:
             return None
-        address = request.client.host if request.client else "unknown"
+        return self._check(credential, _address(request))
+
+    def _check(self, credential: str, address: str) -> auth.Principal | None:
+        """The principal of ``credential``, or None (a failure, counted against
+        ``address``); raises _Throttled when that address failed too often."""
         now = time.monotonic()
         wait = ratelimit.retry_after(self._failures.peek(address, now))
         if wait is not None:
@@ -848,16 +852,9 @@ class StatusPage:
             body = await _read_form(request)
             credential = body.get("credential", "").strip()
             target = _local(body.get("next", "/"))
-            address = request.client.host if request.client else "unknown"
-            now = time.monotonic()
-            wait = ratelimit.retry_after(self._failures.peek(address, now))
-            if wait is not None:
-                raise _Throttled(wait)
-            principal = auth.identify(
-                credential, self._admin_token, self.controller.reconciler.loaded
-            )
+            address = _address(request)
+            principal = self._check(credential, address)
             if principal is None:
-                self._failures.take(address, now)
                 return self._render(
                     "login.html",
                     request,
@@ -921,6 +918,10 @@ async def _read_form(request: Request) -> dict[str, str]:
     except UnicodeDecodeError:
         return {}
     return {key: values[0] for key, values in urllib.parse.parse_qs(text).items()}
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def _same_origin(request: Request) -> bool:
