@@ -10,9 +10,9 @@ HTTP endpoints (the push webhook for now) run in the same event loop.
 Connectors (pushing desired state to agents) and enrollment join later through
 ``Controller.reconciler.table`` and the status writer.
 
-A device's status document is rendered again whenever its desired state (in a pass) or what
-was observed of it (connected, applied, disconnected) changes; a heartbeat (``seen``) renders
-it only when the lastSeen it shows moves (once per its granularity, an hour).
+A device's status document is rendered again whenever its desired state changes (in a pass)
+or what was observed of it does (``observations``, which the connector feeds through this
+controller, its ``connector.Devices``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from rciots.controller import (
     gitsource,
     httpserver,
     metrics,
+    observations,
     observed,
     ratelimit,
     reconcile,
@@ -53,14 +54,13 @@ from rciots.controller import (
     snapshots,
     sourceloop,
     statusbranch,
-    statusdocs,
     statuspage,
     statuswriter,
     webhook_endpoint,
     worktreesource,
 )
 
-__all__ = ["Controller", "EnrollmentSettings", "Settings", "status_documents"]
+__all__ = ["Controller", "EnrollmentSettings", "Settings"]
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,6 @@ class Controller:
         # device id -> why it may not connect (disabled, not approved, tenant disabled)
         self.access: enrolled.Access = enrolled.Access({}, ())
         self.connector: connector.Connector | None = None
-        self.observed: dict[desired.DeviceKey, observed.Observed] = {}
         self._pass_lock = asyncio.Lock()  # one reconcile pass at a time
         self._enrolled_pass: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -198,6 +197,11 @@ class Controller:
         self._unqueued: dict[str, bytes | None] = {}  # documents made before the writer ran
         # for the status page and metrics: what changed, how long passes take, enrollments
         self.changes = changes.Changes()
+        self.observations = observations.Observations(
+            lambda: self.reconciler.table,
+            self.changes,
+            self._queue_or_keep if self._writes_status else None,
+        )
         self.reconcile_durations = metrics.Histogram()
         self.enrollment_outcomes: collections.Counter[str] = collections.Counter()
         self.page: statuspage.StatusPage | None = None
@@ -280,16 +284,11 @@ class Controller:
         outcome, documents = await asyncio.to_thread(self._reconcile, snapshot, seen)
         self.last_outcome = outcome
         if documents:
-            # A device observed while the pass ran (it connected, applied) had its document
-            # rendered from the table before the pass; the pass's document of it, queued now,
-            # holds what was seen before. Render those devices once more, from both news.
-            for key in dict.fromkeys(outcome.rendered + outcome.failed):
-                now_seen = self.observed.get(key)
-                state = self.reconciler.table.get(key)
-                if now_seen is not seen.get(key) and state is not None and now_seen is not None:
-                    documents[statusdocs.status_path(*key)] = statusdocs.render_status(
-                        observed.device_status(state, now_seen)
-                    )
+            # the pass's documents of devices observed while it ran hold what was seen
+            # before: those are rendered once more, from both news
+            documents.update(
+                self.observations.observed_during(seen, outcome.rendered + outcome.failed)
+            )
         self.reconcile_durations.observe(outcome.seconds)
         self.changes.bump()
         if self.connector is not None:
@@ -325,7 +324,7 @@ class Controller:
                 self.enroller.expire_pending(datetime.now(UTC))
         if not self._writes_status:
             return outcome, {}
-        return outcome, status_documents(self.reconciler.table, outcome, seen)
+        return outcome, observations.status_documents(self.reconciler.table, outcome, seen)
 
     def _queue_status(self, documents: Mapping[str, bytes | None]) -> None:
         assert self.status is not None
@@ -493,34 +492,21 @@ class Controller:
         return issued.chain_pem.decode(), self.enroller.authority.ca_bundle_pem().decode()
 
     def connected(self, key: tuple[str, str], applied_digest: str | None) -> None:
-        self.changes.bump()
-        self._observe(key, observed.connected(self.observed.get(key), _now(), applied_digest))
+        self.observations.connected(key, applied_digest)
 
     def disconnected(self, key: tuple[str, str]) -> None:
-        self.changes.bump()
-        self._observe(key, observed.disconnected(self.observed.get(key), _now()))
+        self.observations.disconnected(key)
 
     def applied(self, key: tuple[str, str], bundle: Bundle, result: ApplyResult) -> None:
-        self.changes.bump()
-        self._observe(key, observed.applied(self.observed.get(key), bundle, result, _now()))
+        self.observations.applied(key, bundle, result)
 
     def seen(self, key: tuple[str, str]) -> None:
-        before = self.observed.get(key)
-        now_seen = observed.seen(before, _now())
-        if before is not None and _written_last_seen(before) == _written_last_seen(now_seen):
-            # A heartbeat within lastSeen's granularity: the document would come out the same
-            # as the one queued last, which every other change renders. Rendering it anyway,
-            # for every status message of every agent, was most of an idle connector's CPU.
-            self.observed[key] = now_seen
-            return
-        self._observe(key, now_seen)
+        self.observations.seen(key)
 
-    def _observe(self, key: tuple[str, str], now_seen: observed.Observed) -> None:
-        self.observed[key] = now_seen
-        state = self.reconciler.table.get(key)
-        if state is not None and self._writes_status:
-            document = statusdocs.render_status(observed.device_status(state, now_seen))
-            self._queue_or_keep({statusdocs.status_path(*key): document})
+    @property
+    def observed(self) -> dict[tuple[str, str], observed.Observed]:
+        """What was observed of each device, for the status page (``Observations.latest``)."""
+        return self.observations.latest
 
     def _ca_dir(self) -> Path:
         return self.settings.enrollment.ca_dir or self.settings.state_dir / _CA_DIR
@@ -565,30 +551,5 @@ class Controller:
         return self._http.port if self._http is not None else None
 
 
-def status_documents(
-    table: Mapping[desired.DeviceKey, reconcile.DesiredState],
-    outcome: reconcile.Outcome,
-    seen: Mapping[desired.DeviceKey, observed.Observed],
-) -> dict[str, bytes | None]:
-    """The status files a reconcile pass changes, by path: the document of each device
-    rendered or failed in it (once, though it may be both), from its entry in the new
-    ``table`` and what was ``seen`` of it; None for each device removed."""
-    documents: dict[str, bytes | None] = {}
-    for key in dict.fromkeys(outcome.rendered + outcome.failed):
-        state = table.get(key)
-        if state is not None:
-            documents[statusdocs.status_path(*key)] = statusdocs.render_status(
-                observed.device_status(state, seen.get(key))
-            )
-    for key in outcome.removed:
-        documents[statusdocs.status_path(*key)] = None
-    return documents
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _written_last_seen(seen: observed.Observed) -> datetime | None:
-    """The lastSeen that a status document of ``seen`` shows."""
-    return statusdocs.written_last_seen(seen.last_seen, seen.connected)
