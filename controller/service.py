@@ -1,18 +1,20 @@
-"""The controller process: source -> reconcile -> desired table -> status branch, in one loop.
+"""The controller process: source -> reconcile -> desired table -> connector and status branch,
+with enrollment and the status page, in one event loop.
 
 Position in the flow: this module wires the parts together and owns nothing else. The source
 (a Git mirror polled and woken by webhooks, or a working tree woken by a file watcher) hands
-each new snapshot to ``Controller.on_snapshot``, which runs the reconciler and renders the
-status documents of the devices it touched in a worker thread (``status_documents``), swaps in
-the new desired table, and queues those documents for the status writer on the event loop. The
-HTTP endpoints (the push webhook for now) run in the same event loop.
-
-Connectors (pushing desired state to agents) and enrollment join later through
-``Controller.reconciler.table`` and the status writer.
+each new snapshot to ``Controller.on_snapshot``, which runs the reconciler in a worker thread
+(with the registry's enrolled devices; it also decides who may connect, and renders the status
+documents of the devices it touched: ``observations.status_documents``), then has the connector
+close the sessions of devices that may no longer connect and push what changed, and queues the
+documents for the status writer. Enrollment (HTTPS) records identities in the registry, whose
+changes are queued for the status branch (a newly enrolled device brings a pass of its own);
+the connector reaches the rest of the controller through this one, its ``connector.Devices``;
+the status page, its API, metrics and the push webhook are served on the HTTP listener.
 
 A device's status document is rendered again whenever its desired state changes (in a pass)
 or what was observed of it does (``observations``, which the connector feeds through this
-controller, its ``connector.Devices``).
+controller).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class Settings:
     """What the controller runs with; ``rciots controller`` fills it from its options."""
 
     source: str = field(repr=False)  # the fleet repo: a URL, or a local path
-    state_dir: Path  # the controller's own files (the Git mirror)
+    state_dir: Path  # the controller's own files: Git mirror, CA, registry, admin credential
     branch: str = gitsource.DEFAULT_BRANCH
     worktree: bool = False  # read a local working tree as saved, not its commits
     poll_interval: float = sourceloop.DEFAULT_INTERVAL
