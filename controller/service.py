@@ -312,11 +312,11 @@ class Controller:
         """In a worker thread: the pass, and its status documents (rendering them takes
         ~15 ms per thousand devices, which the event loop must not wait for)."""
         store = self.registry
-        devices = enrolled.enrolled_of(store.registrations()) if store is not None else {}
-        outcome = self.reconciler.apply(snapshot, devices)
+        registrations = store.registrations() if store is not None else []
+        outcome = self.reconciler.apply(snapshot, enrolled.enrolled_of(registrations))
         if store is not None:
             self.access = enrolled.decide_access(
-                store.registrations(), self.reconciler.loaded, snapshot.files
+                registrations, self.reconciler.loaded, snapshot.files
             )
             for device_id in self.access.removed:
                 gone = store.remove(device_id)
