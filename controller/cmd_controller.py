@@ -384,7 +384,7 @@ async def _serve(settings: service.Settings) -> None:
             "enrollment at https://%s:%d/v1/enroll; devices trust %s",
             settings.enrollment.listen[0],
             controller.enrollment_port,
-            (settings.enrollment.ca_dir or settings.state_dir / "ca") / "root.pem",
+            controller.ca_dir / "root.pem",
         )
     if controller.http_port is not None and settings.listen is not None:
         log.info(

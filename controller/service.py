@@ -338,7 +338,7 @@ class Controller:
     def _open_identity(self) -> None:
         """In a worker thread at start: the CA (created on first start) and the registry."""
         settings = self.settings.enrollment
-        folder = self._ca_dir()
+        folder = self.ca_dir
         self.authority = castore.load_or_create(
             folder, settings.server_names, datetime.now(UTC), settings.key_type
         )
@@ -456,7 +456,7 @@ class Controller:
         return app
 
     async def _start_enrollment(self, host: str, port: int) -> None:
-        folder = self._ca_dir()
+        folder = self.ca_dir
         self._https = await httpserver.Server.start(
             self.enrollment_app(),
             host,
@@ -470,7 +470,7 @@ class Controller:
 
     async def _start_connector(self) -> None:
         assert self.authority is not None
-        folder = self._ca_dir()
+        folder = self.ca_dir
         tls = connector.server_context(
             folder / "server.pem", folder / "server.key", folder / "root.pem"
         )
@@ -510,7 +510,9 @@ class Controller:
         """What was observed of each device, for the status page (``Observations.latest``)."""
         return self.observations.latest
 
-    def _ca_dir(self) -> Path:
+    @property
+    def ca_dir(self) -> Path:
+        """The CA's folder: root.pem in it is what devices trust."""
         return self.settings.enrollment.ca_dir or self.settings.state_dir / _CA_DIR
 
     @property

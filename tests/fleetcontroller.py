@@ -82,7 +82,7 @@ def agent_config(
         enroll_url=f"https://127.0.0.1:{running.enrollment_port}",
         token=WAREHOUSE,
         device_name=name,
-        ca_file=running.settings.state_dir / "ca" / "root.pem",
+        ca_file=running.ca_dir / "root.pem",
         state_dir=home,
         applier="directory",
         max_reconnect_delay=0.3,
