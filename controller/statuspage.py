@@ -132,13 +132,13 @@ class _Snapshot:
         self,
         generation: int,
         rows: list[fleetview.DeviceRow],
-        model_tenants: Mapping[str, str],
+        display_names: Mapping[str, str],
     ) -> None:
         self.generation = generation
         self.built_at = time.monotonic()
         self.rows = rows
         self.by_key = {row.key: row for row in rows}
-        self.display_names = model_tenants  # tenant -> display name
+        self.display_names = display_names  # tenant -> display name
         self._scoped: dict[frozenset[str] | None, list[fleetview.DeviceRow]] = {}
         self._json: dict[frozenset[str] | None, bytes] = {}
         self._counts: dict[frozenset[str] | None, fleetview.Counts] = {}
