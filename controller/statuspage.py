@@ -34,7 +34,7 @@ import contextlib
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,13 +132,11 @@ class _Snapshot:
         self,
         generation: int,
         rows: list[fleetview.DeviceRow],
-        display_names: Mapping[str, str],
     ) -> None:
         self.generation = generation
         self.built_at = time.monotonic()
         self.rows = rows
         self.by_key = {row.key: row for row in rows}
-        self.display_names = display_names  # tenant -> display name
         self._scoped: dict[frozenset[str] | None, list[fleetview.DeviceRow]] = {}
         self._json: dict[frozenset[str] | None, bytes] = {}
         self._counts: dict[frozenset[str] | None, fleetview.Counts] = {}
@@ -263,11 +261,7 @@ class StatusPage:
 
             def build() -> _Snapshot:
                 rows = fleetview.build_rows(table, seen, model, registrations, pending)
-                names = {
-                    name: tenant.tenant.display_name or name
-                    for name, tenant in model.tenants.items()
-                }
-                return _Snapshot(generation, rows, names)
+                return _Snapshot(generation, rows)
 
             self._snapshot = await asyncio.to_thread(build)
             return self._snapshot
@@ -799,14 +793,7 @@ class StatusPage:
         ) -> HTMLResponse:
             query = fleetview.parse_query(q, label, state, tenant, page, per_page)
             view = await self.overview(principal, query)
-            snapshot = await self.snapshot()
-            return self._render(
-                "overview.html",
-                request,
-                principal,
-                display_names=snapshot.display_names,
-                **view,
-            )
+            return self._render("overview.html", request, principal, **view)
 
         @router.get("/devices/{tenant}/{name}", response_class=HTMLResponse)
         async def device_page(
