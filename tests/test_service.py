@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from rciots.controller import service
-from tests import aio, gitserver
+from tests import aio, fleetcontroller, gitserver
+from tests.fleetcontroller import EXAMPLE
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "fleet-repo-example"
 BERLIN = ("acme-sensors", "berlin-gw-01")
 BERLIN_OVERLAY = "tenants/acme-sensors/devices/berlin-gw-01/kustomization.yaml"
 SECRET = b"a-long-random-webhook-secret"
@@ -31,12 +31,8 @@ def add_suffix(work: Path) -> dict[str, str]:
 async def with_controller(
     settings: service.Settings, body: Callable[[service.Controller], Awaitable[None]]
 ) -> None:
-    controller = service.Controller(settings)
-    await controller.start()
-    try:
-        await body(controller)
-    finally:
-        await controller.stop()
+    async with fleetcontroller.controller(settings) as running:
+        await body(running)
 
 
 def test_a_pushed_commit_is_polled_rendered_and_its_status_pushed(
