@@ -15,6 +15,7 @@ import logging
 import shutil
 import ssl
 import tempfile
+import threading
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -329,6 +330,15 @@ def test_a_certificate_past_two_thirds_of_its_life_is_renewed(tmp_path: Path) ->
         async with controller(short) as running:
             assert running.registry is not None
             key = ("acme-sensors", "wh-06")
+            # the renewal's signing and registry write (an fsync) happen off the event loop
+            record, writers = running.registry.listener, []
+            assert record is not None
+
+            def listener(*change: Any) -> None:
+                writers.append(threading.get_ident())
+                record(*change)
+
+            running.registry.listener = listener
             agent = connected_agent(tmp / "agent", running, "wh-06")
             agent.start()
             await in_sync(running, key)
@@ -344,6 +354,8 @@ def test_a_certificate_past_two_thirds_of_its_life_is_renewed(tmp_path: Path) ->
                 return format(leaf.serial_number, "x") == now.certificate_serial
 
             await aio.eventually(renewed, within=10)
+            assert len(writers) == 2  # the enrollment's, the renewal's
+            assert threading.get_ident() not in writers
             current = running.registry.by_name(*key)
             mine = store.load()
             assert current is not None
