@@ -81,6 +81,8 @@ def test_enroll_render_approve_restart_and_recover(tmp_path: Path) -> None:
     assert 'address: "127.0.0.1"' in pending
     status = branch_file(remote, "status/acme-sensors/wh-07.yaml")
     assert status is not None
+    assert "result: Pending" in status  # rendered for it, never connected
+    assert "desiredDigest: sha256:" in status
 
     # approval is a merged commit; the restarted controller keeps every identity
     remote.commit(
