@@ -112,7 +112,7 @@ def observe_everyone(controller: service.Controller) -> None:
     """An observation per device, as the connector makes them (in the controller's loop)."""
     now = datetime.now(UTC)
     for number, (key, state) in enumerate(sorted(controller.reconciler.table.items())):
-        digest = fleetview.target_digest(state)
+        digest = state.bundle_digest
         connected = number % 10 != 0
         applied = digest if number % 4 != 0 else digest_of(f"older {number}")
         seen = observed.Observed(

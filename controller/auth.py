@@ -64,17 +64,17 @@ def identify(credential: str, admin_token: str | None, model: fleet.FleetModel) 
     is_admin = admin_token is not None and hmac.compare_digest(presented, admin_token.encode())
     hashed = tokens.hash_token(credential).encode()
     viewer: str | None = None
-    seen: set[str] = set()
+    viewed: set[str] = set()  # the tenants whose viewers hold this credential
     for tenant_name, tenant in model.tenants.items():
         for entry in tenant.tenant.viewers:
             # every hash is compared, a match or not: no early exit to time
             if hmac.compare_digest(hashed, entry.token_hash.encode()):
                 viewer = entry.name
-                seen.add(tenant_name)
+                viewed.add(tenant_name)
     if is_admin:
         return Principal("admin", None)
     if viewer is not None:
-        return Principal(viewer, frozenset(seen))
+        return Principal(viewer, frozenset(viewed))
     return None
 
 

@@ -86,14 +86,6 @@ class Authority:
         """What a device trusts: the root."""
         return pem(self.root)
 
-    def server_chain_pem(self) -> bytes:
-        """The server certificate and what links it to the root (nothing, when the root
-        signed it)."""
-        chain = pem(self.server)
-        if self.server.issuer != self.root.subject:
-            chain += pem(self.device_ca)
-        return chain
-
 
 @dataclass(frozen=True)
 class Issued:

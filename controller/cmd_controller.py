@@ -287,7 +287,10 @@ def _secret(path: Path | None, variable: str, what: str) -> str | None:
 
 def _listen(
     text: str, option: str = "--listen", example: str = "127.0.0.1:8080"
-) -> tuple[str, int]:
+) -> tuple[str, int] | None:
+    """HOST:PORT of a listen option; None for 'off'."""
+    if text == "off":
+        return None
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"{option} takes HOST:PORT, such as {example}, not {text!r}")
@@ -297,20 +300,17 @@ def _listen(
 def _agents(args: argparse.Namespace) -> connector.ConnectorSettings:
     from rciots.controller import connector
 
-    listen = None
-    if args.connect_listen != "off":
-        listen = _listen(args.connect_listen, "--connect-listen", "0.0.0.0:8444")
-    return connector.ConnectorSettings(listen=listen, status_interval=args.agent_status_interval)
+    return connector.ConnectorSettings(
+        listen=_listen(args.connect_listen, "--connect-listen", "0.0.0.0:8444"),
+        status_interval=args.agent_status_interval,
+    )
 
 
 def _enrollment(args: argparse.Namespace) -> service.EnrollmentSettings:
     from rciots.controller import service
 
-    listen = None
-    if args.enroll_listen != "off":
-        listen = _listen(args.enroll_listen, "--enroll-listen", "0.0.0.0:8443")
     return service.EnrollmentSettings(
-        listen=listen,
+        listen=_listen(args.enroll_listen, "--enroll-listen", "0.0.0.0:8443"),
         server_names=_server_names(args.server_name),
         connector_url=args.connector_url,
         ca_dir=args.ca_dir,
@@ -344,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
             status_branch=args.status_branch,
             status_window=args.status_window,
             webhook_secret=webhook_secret.encode() if webhook_secret else None,
-            listen=None if args.listen == "off" else _listen(args.listen),
+            listen=_listen(args.listen),
             enrollment=_enrollment(args),
             agents=_agents(args),
             page=statuspage.PageSettings(
@@ -384,7 +384,7 @@ async def _serve(settings: service.Settings) -> None:
             "enrollment at https://%s:%d/v1/enroll; devices trust %s",
             settings.enrollment.listen[0],
             controller.enrollment_port,
-            (settings.enrollment.ca_dir or settings.state_dir / "ca") / "root.pem",
+            controller.ca_dir / "root.pem",
         )
     if controller.http_port is not None and settings.listen is not None:
         log.info(

@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(demo: Demo, args: argparse.Namespace, stop: threading.Event) -> int:
     controller = start_controller(demo)
     if not wait_until(stop, lambda: _ready(demo), 30.0, controller):
-        return _failed(demo, controller, "the controller did not start")
+        return _failed(controller, "the controller did not start")
     say(f"status page: {demo.page_url}")
     say(f"admin token: {demo.admin_token}")
     say(f"fleet repo: {demo.repo}")
@@ -170,7 +170,7 @@ def _run(demo: Demo, args: argparse.Namespace, stop: threading.Event) -> int:
     if not wait_until(stop, in_sync, _READY_WITHIN, controller):
         if stop.is_set():
             return 0
-        return _failed(demo, controller, f"the agents were not in sync within {_READY_WITHIN:g} s")
+        return _failed(controller, f"the agents were not in sync within {_READY_WITHIN:g} s")
     counts = device_states(demo)
     say(
         f"ready: {counts.get('in-sync', 0)} device(s) in sync, "
@@ -179,7 +179,7 @@ def _run(demo: Demo, args: argparse.Namespace, stop: threading.Event) -> int:
     say(what_to_try(demo))
     while not stop.wait(0.5):
         if controller.process.poll() is not None:
-            return _failed(demo, controller, "the controller stopped")
+            return _failed(controller, "the controller stopped")
     return 0
 
 
@@ -187,7 +187,7 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def _failed(demo: Demo, controller: Child, why: str) -> int:
+def _failed(controller: Child, why: str) -> int:
     print(f"rciots demo: error: {why}; its log, {controller.log}, ends with:", file=sys.stderr)
     lines = controller.log.read_text(errors="replace").splitlines()[-20:]
     print("\n".join(lines), file=sys.stderr)

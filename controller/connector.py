@@ -88,7 +88,8 @@ class ConnectorSettings:
 
 
 class Devices(Protocol):
-    """What the connector needs of the rest of the controller."""
+    """What the connector needs of the rest of the controller; called on the event loop,
+    but for ``renew``, which is called in a worker thread."""
 
     def registration(self, device_id: str) -> registry.Registration | None: ...
     def denied(self, device_id: str) -> str | None: ...
@@ -355,7 +356,7 @@ class Connector:
                     self.devices.seen(session.key)
                     self._renew_if_due(session)  # sessions may outlast two thirds
                 elif isinstance(event, protocol.CsrReceived):
-                    self._on_csr(session, event)
+                    await self._on_csr(session, event)
                 elif isinstance(event, protocol.Closing) and session.protocol.failure:
                     log.info("%s/%s: session closed: %s", *session.key, session.protocol.failure)
             await session.flush()
@@ -407,9 +408,13 @@ class Connector:
             session.renewal_asked = True
             session.protocol.request_renewal()
 
-    def _on_csr(self, session: _Session, event: protocol.CsrReceived) -> None:
+    async def _on_csr(self, session: _Session, event: protocol.CsrReceived) -> None:
         try:
-            chain, bundle = self.devices.renew(session.registration, event.csr)
+            # in a worker thread: signing and the registry's synchronous write would hold up
+            # every other session (a fleet enrolled in one go renews in one go, too)
+            chain, bundle = await asyncio.to_thread(
+                self.devices.renew, session.registration, event.csr
+            )
         except (ca.CsrRejected, ValueError) as exc:
             session.protocol.close(protocol.CloseCode.PROTOCOL_ERROR, f"renewal refused: {exc}")
             return

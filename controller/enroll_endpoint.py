@@ -4,7 +4,8 @@ Position in the flow: agent (HTTPS) -> **enroll_endpoint** (limits, body, shape)
 ``enrollment.Enroller`` (decide, sign, record) -> registry. This module owns only HTTP: the
 client's rate limit (429 with Retry-After), a failure limit per client (token guessing is slow),
 the body cap (413), the request's shape (422 naming the field), and the wording of answers
-(``{"error": why}`` on failure). What the answers mean is ``enrollment``'s.
+(``{"error": why}`` on failure). What the answers mean is ``enrollment``'s; the enroller runs in
+a worker thread (it signs, and writes the registry synchronously).
 
 Request body (JSON)::
 
@@ -16,6 +17,7 @@ Neither the provisioning token nor the device token is ever logged.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -81,7 +83,9 @@ def enroll_router(
         except _Invalid as invalid:
             failures.take(address, now)
             return _answer(422, {"error": str(invalid)})
-        answer = enroller.enroll(parsed, model(), clock())
+        # in a worker thread: signing and the registry's synchronous write (an fsync) would
+        # otherwise hold up every agent session and page request on the event loop
+        answer = await asyncio.to_thread(enroller.enroll, parsed, model(), clock())
         if answer.status >= 400:
             failures.take(address, now)
         _log(answer, parsed, address)

@@ -251,7 +251,8 @@ class Answer:
 
 
 class Enroller:
-    """Carries out decisions: signs, records, and words the answer."""
+    """Carries out decisions: signs, records, and words the answer; and renews the
+    certificates of enrolled devices."""
 
     def __init__(
         self,
@@ -325,6 +326,40 @@ class Enroller:
             },
             outcome="re-enrolled" if existing else "enrolled",
         )
+
+    def renew(self, device_id: str, csr_pem: bytes, now: datetime) -> ca.Issued:
+        """A new certificate for an enrolled device's CSR (the connector asks for it before
+        the old one expires); the registry then holds it, and keeps the old one as the
+        previous (accepted until it expires, in case the device never stored the new one).
+        CsrRejected or ValueError say why not."""
+        csr = ca.check_csr(csr_pem)
+        key_fingerprint = ca.key_fingerprint(csr.public_key())
+        with self.store.atomic():
+            owner = self.store.by_key(key_fingerprint)
+            if owner is not None and owner.device_id != device_id:
+                raise ValueError("this key is enrolled for another device")
+            current = self.store.get(device_id)
+            if current is None:
+                raise ValueError("the device is no longer registered")
+            issued = ca.issue_device_certificate(
+                self.authority,
+                csr,
+                current.tenant,
+                current.device_id,
+                now,
+                self.policy.device_lifetime,
+            )
+            self.store.put(
+                replace(
+                    current,
+                    key_fingerprint=key_fingerprint,
+                    certificate_serial=issued.serial,
+                    certificate_fingerprint=issued.fingerprint,
+                    certificate_not_after=issued.not_after,
+                    previous_certificate_serial=current.certificate_serial,
+                )
+            )
+        return issued
 
     def expire_pending(self, now: datetime) -> list[registry.Pending]:
         """Remove pending enrollments older than the policy's time to live."""

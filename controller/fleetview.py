@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, NamedTuple, get_args
 
-from rciots.agent.bundle import digest_of
 from rciots.controller import fleet, layout, observed, reconcile, registry
 from rciots.controller.diagnostics import Diagnostic
 
@@ -80,7 +79,7 @@ def decide_state(
     if pending:
         return "pending-approval"
     seen = seen or observed.Observed()
-    target = target_digest(desired)
+    target = desired.bundle_digest if desired is not None else None
     if desired is not None and desired.failing:
         return "failed"
     if target is not None and seen.tried_digest == target and not seen.tried_ok:
@@ -90,14 +89,6 @@ def decide_state(
     if target is not None and seen.applied_digest == target:
         return "in-sync"
     return "out-of-sync"
-
-
-def target_digest(desired: reconcile.DesiredState | None) -> str | None:
-    """The digest a device reports once it applied its desired state: the bundle's, which
-    for a device that runs nothing is the digest of no manifests (the table says "")."""
-    if desired is None or desired.revision is None:
-        return None
-    return desired.digest or digest_of(desired.manifests)
 
 
 class DeviceRow(NamedTuple):
@@ -165,7 +156,7 @@ def build_rows(
                 last_seen=seen_.last_seen,
                 labels=labels,
                 desired_revision=desired.revision if desired is not None else None,
-                desired_digest=target_digest(desired),
+                desired_digest=desired.bundle_digest if desired is not None else None,
                 applied_revision=seen_.applied_revision,
                 applied_digest=seen_.applied_digest,
                 enrolled=registration is not None,

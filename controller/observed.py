@@ -97,11 +97,12 @@ def device_status(
     state: reconcile.DesiredState, observed: Observed | None
 ) -> statusdocs.DeviceStatus:
     seen_ = observed or Observed()
+    target = state.bundle_digest
     if state.failing:
         result = statusdocs.RENDER_FAILED
-    elif seen_.tried_digest == state.digest and not seen_.tried_ok:
+    elif target is not None and seen_.tried_digest == target and not seen_.tried_ok:
         result = statusdocs.APPLY_FAILED
-    elif state.digest and seen_.applied_digest == state.digest:
+    elif target is not None and seen_.applied_digest == target:
         result = statusdocs.APPLIED
     else:
         result = statusdocs.PENDING
@@ -113,7 +114,7 @@ def device_status(
         device=state.device,
         result=result,
         desired_revision=state.revision,
-        desired_digest=state.digest or None,
+        desired_digest=target,
         attempted_revision=state.attempted_revision,
         render_error=state.error,
         applied_revision=seen_.applied_revision,

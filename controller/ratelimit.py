@@ -35,11 +35,10 @@ class RateLimiter:
     def take(self, key: str, now: float, cost: float = 1.0) -> float:
         """Take ``cost`` for ``key`` at time ``now`` (seconds, monotonic): 0 when allowed,
         else the seconds to wait before it would be (and nothing is taken)."""
-        bucket = self._refill(key, now)
-        if bucket.tokens >= cost:
-            bucket.tokens -= cost
-            return 0.0
-        return (cost - bucket.tokens) / self.rate
+        wait = self.peek(key, now, cost)
+        if wait == 0:
+            self._buckets[key].tokens -= cost
+        return wait
 
     def peek(self, key: str, now: float, cost: float = 1.0) -> float:
         """Like ``take``, but takes nothing: would ``cost`` be allowed now?"""

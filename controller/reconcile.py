@@ -47,10 +47,19 @@ class DesiredState:
     def bundle(self) -> Bundle | None:
         """What the device is sent (no manifests, for a device that runs nothing: it removes
         what it ran); None before a first good render."""
+        digest = self.bundle_digest
+        if self.revision is None or digest is None:
+            return None
+        return Bundle(self.revision, digest, self.manifests, self.resources)
+
+    @property
+    def bundle_digest(self) -> str | None:
+        """The digest of what the device is sent, which it reports once it applied it: for a
+        device that runs nothing, that of no manifests (``digest`` is "" then); None before a
+        first good render."""
         if self.revision is None:
             return None
-        digest = self.digest or digest_of(self.manifests)
-        return Bundle(self.revision, digest, self.manifests, self.resources)
+        return self.digest or digest_of(self.manifests)
 
     @property
     def failing(self) -> bool:

@@ -1,18 +1,20 @@
-"""The controller process: source -> reconcile -> desired table -> status branch, in one loop.
+"""The controller process: source -> reconcile -> desired table -> connector and status branch,
+with enrollment and the status page, in one event loop.
 
 Position in the flow: this module wires the parts together and owns nothing else. The source
 (a Git mirror polled and woken by webhooks, or a working tree woken by a file watcher) hands
-each new snapshot to ``Controller.on_snapshot``, which runs the reconciler and renders the
-status documents of the devices it touched in a worker thread (``status_documents``), swaps in
-the new desired table, and queues those documents for the status writer on the event loop. The
-HTTP endpoints (the push webhook for now) run in the same event loop.
+each new snapshot to ``Controller.on_snapshot``, which runs the reconciler in a worker thread
+(with the registry's enrolled devices; it also decides who may connect, and renders the status
+documents of the devices it touched: ``observations.status_documents``), then has the connector
+close the sessions of devices that may no longer connect and push what changed, and queues the
+documents for the status writer. Enrollment (HTTPS) records identities in the registry, whose
+changes are queued for the status branch (a newly enrolled device brings a pass of its own);
+the connector reaches the rest of the controller through this one, its ``connector.Devices``;
+the status page, its API, metrics and the push webhook are served on the HTTP listener.
 
-Connectors (pushing desired state to agents) and enrollment join later through
-``Controller.reconciler.table`` and the status writer.
-
-A device's status document is rendered again whenever its desired state (in a pass) or what
-was observed of it (connected, applied, disconnected) changes; a heartbeat (``seen``) renders
-it only when the lastSeen it shows moves (once per its granularity, an hour).
+A device's status document is rendered again whenever its desired state changes (in a pass)
+or what was observed of it does (``observations``, which the connector feeds through this
+controller).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from rciots.controller import (
     gitsource,
     httpserver,
     metrics,
+    observations,
     observed,
     ratelimit,
     reconcile,
@@ -53,14 +56,13 @@ from rciots.controller import (
     snapshots,
     sourceloop,
     statusbranch,
-    statusdocs,
     statuspage,
     statuswriter,
     webhook_endpoint,
     worktreesource,
 )
 
-__all__ = ["Controller", "EnrollmentSettings", "Settings", "status_documents"]
+__all__ = ["Controller", "EnrollmentSettings", "Settings"]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ class Settings:
     """What the controller runs with; ``rciots controller`` fills it from its options."""
 
     source: str = field(repr=False)  # the fleet repo: a URL, or a local path
-    state_dir: Path  # the controller's own files (the Git mirror)
+    state_dir: Path  # the controller's own files: Git mirror, CA, registry, admin credential
     branch: str = gitsource.DEFAULT_BRANCH
     worktree: bool = False  # read a local working tree as saved, not its commits
     poll_interval: float = sourceloop.DEFAULT_INTERVAL
@@ -160,7 +162,6 @@ class Controller:
         # device id -> why it may not connect (disabled, not approved, tenant disabled)
         self.access: enrolled.Access = enrolled.Access({}, ())
         self.connector: connector.Connector | None = None
-        self.observed: dict[desired.DeviceKey, observed.Observed] = {}
         self._pass_lock = asyncio.Lock()  # one reconcile pass at a time
         self._enrolled_pass: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -198,6 +199,11 @@ class Controller:
         self._unqueued: dict[str, bytes | None] = {}  # documents made before the writer ran
         # for the status page and metrics: what changed, how long passes take, enrollments
         self.changes = changes.Changes()
+        self.observations = observations.Observations(
+            lambda: self.reconciler.table,
+            self.changes,
+            self._queue_or_keep if self._writes_status else None,
+        )
         self.reconcile_durations = metrics.Histogram()
         self.enrollment_outcomes: collections.Counter[str] = collections.Counter()
         self.page: statuspage.StatusPage | None = None
@@ -280,16 +286,11 @@ class Controller:
         outcome, documents = await asyncio.to_thread(self._reconcile, snapshot, seen)
         self.last_outcome = outcome
         if documents:
-            # A device observed while the pass ran (it connected, applied) had its document
-            # rendered from the table before the pass; the pass's document of it, queued now,
-            # holds what was seen before. Render those devices once more, from both news.
-            for key in dict.fromkeys(outcome.rendered + outcome.failed):
-                now_seen = self.observed.get(key)
-                state = self.reconciler.table.get(key)
-                if now_seen is not seen.get(key) and state is not None and now_seen is not None:
-                    documents[statusdocs.status_path(*key)] = statusdocs.render_status(
-                        observed.device_status(state, now_seen)
-                    )
+            # the pass's documents of devices observed while it ran hold what was seen
+            # before: those are rendered once more, from both news
+            documents.update(
+                self.observations.observed_during(seen, outcome.rendered + outcome.failed)
+            )
         self.reconcile_durations.observe(outcome.seconds)
         self.changes.bump()
         if self.connector is not None:
@@ -311,11 +312,11 @@ class Controller:
         """In a worker thread: the pass, and its status documents (rendering them takes
         ~15 ms per thousand devices, which the event loop must not wait for)."""
         store = self.registry
-        devices = enrolled.enrolled_of(store.registrations()) if store is not None else {}
-        outcome = self.reconciler.apply(snapshot, devices)
+        registrations = store.registrations() if store is not None else []
+        outcome = self.reconciler.apply(snapshot, enrolled.enrolled_of(registrations))
         if store is not None:
             self.access = enrolled.decide_access(
-                store.registrations(), self.reconciler.loaded, snapshot.files
+                registrations, self.reconciler.loaded, snapshot.files
             )
             for device_id in self.access.removed:
                 gone = store.remove(device_id)
@@ -325,7 +326,7 @@ class Controller:
                 self.enroller.expire_pending(datetime.now(UTC))
         if not self._writes_status:
             return outcome, {}
-        return outcome, status_documents(self.reconciler.table, outcome, seen)
+        return outcome, observations.status_documents(self.reconciler.table, outcome, seen)
 
     def _queue_status(self, documents: Mapping[str, bytes | None]) -> None:
         assert self.status is not None
@@ -337,7 +338,7 @@ class Controller:
     def _open_identity(self) -> None:
         """In a worker thread at start: the CA (created on first start) and the registry."""
         settings = self.settings.enrollment
-        folder = self._ca_dir()
+        folder = self.ca_dir
         self.authority = castore.load_or_create(
             folder, settings.server_names, datetime.now(UTC), settings.key_type
         )
@@ -455,7 +456,7 @@ class Controller:
         return app
 
     async def _start_enrollment(self, host: str, port: int) -> None:
-        folder = self._ca_dir()
+        folder = self.ca_dir
         self._https = await httpserver.Server.start(
             self.enrollment_app(),
             host,
@@ -469,7 +470,7 @@ class Controller:
 
     async def _start_connector(self) -> None:
         assert self.authority is not None
-        folder = self._ca_dir()
+        folder = self.ca_dir
         tls = connector.server_context(
             folder / "server.pem", folder / "server.key", folder / "root.pem"
         )
@@ -487,70 +488,31 @@ class Controller:
         return state.bundle() if state is not None else None
 
     def renew(self, registration: registry.Registration, csr_pem: str) -> tuple[str, str]:
-        """Sign a renewal CSR for a connected device; the registry then holds the new
-        certificate (the old one stays accepted until it expires)."""
-        assert self.authority is not None
-        assert self.registry is not None
-        csr = ca.check_csr(csr_pem.encode())
-        key_fingerprint = ca.key_fingerprint(csr.public_key())
-        with self.registry.atomic():
-            owner = self.registry.by_key(key_fingerprint)
-            if owner is not None and owner.device_id != registration.device_id:
-                raise ValueError("this key is enrolled for another device")
-            current = self.registry.get(registration.device_id)
-            if current is None:
-                raise ValueError("the device is no longer registered")
-            issued = ca.issue_device_certificate(
-                self.authority,
-                csr,
-                current.tenant,
-                current.device_id,
-                datetime.now(UTC),
-                self.settings.enrollment.device_lifetime,
-            )
-            self.registry.put(
-                dataclasses.replace(
-                    current,
-                    key_fingerprint=key_fingerprint,
-                    certificate_serial=issued.serial,
-                    certificate_fingerprint=issued.fingerprint,
-                    certificate_not_after=issued.not_after,
-                    previous_certificate_serial=current.certificate_serial,
-                )
-            )
-        return issued.chain_pem.decode(), self.authority.ca_bundle_pem().decode()
+        """Sign a renewal CSR for a connected device (``Enroller.renew``)."""
+        assert self.enroller is not None  # start() made it before any session could start
+        issued = self.enroller.renew(registration.device_id, csr_pem.encode(), _now())
+        return issued.chain_pem.decode(), self.enroller.authority.ca_bundle_pem().decode()
 
     def connected(self, key: tuple[str, str], applied_digest: str | None) -> None:
-        self.changes.bump()
-        self._observe(key, observed.connected(self.observed.get(key), _now(), applied_digest))
+        self.observations.connected(key, applied_digest)
 
     def disconnected(self, key: tuple[str, str]) -> None:
-        self.changes.bump()
-        self._observe(key, observed.disconnected(self.observed.get(key), _now()))
+        self.observations.disconnected(key)
 
     def applied(self, key: tuple[str, str], bundle: Bundle, result: ApplyResult) -> None:
-        self.changes.bump()
-        self._observe(key, observed.applied(self.observed.get(key), bundle, result, _now()))
+        self.observations.applied(key, bundle, result)
 
     def seen(self, key: tuple[str, str]) -> None:
-        before = self.observed.get(key)
-        now_seen = observed.seen(before, _now())
-        if before is not None and _written_last_seen(before) == _written_last_seen(now_seen):
-            # A heartbeat within lastSeen's granularity: the document would come out the same
-            # as the one queued last, which every other change renders. Rendering it anyway,
-            # for every status message of every agent, was most of an idle connector's CPU.
-            self.observed[key] = now_seen
-            return
-        self._observe(key, now_seen)
+        self.observations.seen(key)
 
-    def _observe(self, key: tuple[str, str], now_seen: observed.Observed) -> None:
-        self.observed[key] = now_seen
-        state = self.reconciler.table.get(key)
-        if state is not None and self._writes_status:
-            document = statusdocs.render_status(observed.device_status(state, now_seen))
-            self._queue_or_keep({statusdocs.status_path(*key): document})
+    @property
+    def observed(self) -> dict[tuple[str, str], observed.Observed]:
+        """What was observed of each device, for the status page (``Observations.latest``)."""
+        return self.observations.latest
 
-    def _ca_dir(self) -> Path:
+    @property
+    def ca_dir(self) -> Path:
+        """The CA's folder: root.pem in it is what devices trust."""
         return self.settings.enrollment.ca_dir or self.settings.state_dir / _CA_DIR
 
     @property
@@ -593,30 +555,5 @@ class Controller:
         return self._http.port if self._http is not None else None
 
 
-def status_documents(
-    table: Mapping[desired.DeviceKey, reconcile.DesiredState],
-    outcome: reconcile.Outcome,
-    seen: Mapping[desired.DeviceKey, observed.Observed],
-) -> dict[str, bytes | None]:
-    """The status files a reconcile pass changes, by path: the document of each device
-    rendered or failed in it (once, though it may be both), from its entry in the new
-    ``table`` and what was ``seen`` of it; None for each device removed."""
-    documents: dict[str, bytes | None] = {}
-    for key in dict.fromkeys(outcome.rendered + outcome.failed):
-        state = table.get(key)
-        if state is not None:
-            documents[statusdocs.status_path(*key)] = statusdocs.render_status(
-                observed.device_status(state, seen.get(key))
-            )
-    for key in outcome.removed:
-        documents[statusdocs.status_path(*key)] = None
-    return documents
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _written_last_seen(seen: observed.Observed) -> datetime | None:
-    """The lastSeen that a status document of ``seen`` shows."""
-    return statusdocs.written_last_seen(seen.last_seen, seen.connected)

@@ -206,28 +206,13 @@ class Health(_Model):
 
 
 def device_of(row: fleetview.DeviceRow) -> Device:
-    return Device(
-        tenant=row.tenant,
-        name=row.name,
-        online=row.online,
-        state=row.state,
-        desired_revision=row.desired_revision,
-        desired_digest=row.desired_digest,
-        applied_revision=row.applied_revision,
-        applied_digest=row.applied_digest,
-        last_seen=row.last_seen,
-        labels=dict(row.labels),
-        enrolled=row.enrolled,
-        enabled=row.enabled,
-        device_id=row.device_id,
-        error=row.error,
-    )
+    return Device.model_validate(_device_json(row))
 
 
 def dump_devices(rows: Sequence[fleetview.DeviceRow]) -> bytes:
     """``rows`` as the JSON of ``GET /api/v1/devices``: what ``Device`` models would give
-    (tests hold the two together), at a third of the cost, as a list of 10,000 objects is
-    made once per change of the fleet."""
+    (``device_of`` validates the same dictionaries; a test holds the two together), at a
+    third of the cost, as a list of 10,000 objects is made once per change of the fleet."""
     return pydantic_core.to_json([_device_json(row) for row in rows])
 
 
@@ -326,43 +311,13 @@ def detail_of(
         enrollment=enrollment,
         desired_revision_url=fleetview.commit_url(repo_web_url, row.desired_revision),
         applied_revision_url=fleetview.commit_url(repo_web_url, row.applied_revision),
-        history=[
-            HistoryEntry(
-                commit=h.commit,
-                at=h.at,
-                subject=h.subject,
-                result=h.result,
-                connected=h.connected,
-                desired_revision=h.desired_revision,
-                applied_revision=h.applied_revision,
-                deleted=h.deleted,
-            )
-            for h in history
-        ],
+        history=[HistoryEntry.model_validate(h, from_attributes=True) for h in history],
     )
 
 
 def token_of(view: fleetview.TokenView) -> Token:
-    return Token(
-        tenant=view.tenant,
-        name=view.name,
-        approval=view.approval,
-        enabled=view.enabled,
-        expires=view.expires,
-        expired=view.expired,
-        max_devices=view.max_devices,
-        used=view.used,
-        pending=view.pending,
-        template=view.template,
-        labels=dict(view.labels),
-    )
+    return Token.model_validate(view, from_attributes=True)
 
 
 def repo_error_of(diagnostic: Diagnostic) -> RepoError:
-    return RepoError(
-        path=diagnostic.path,
-        line=diagnostic.line,
-        column=diagnostic.column,
-        message=diagnostic.message,
-        severity=diagnostic.severity,
-    )
+    return RepoError.model_validate(diagnostic, from_attributes=True)

@@ -34,7 +34,7 @@ import contextlib
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,13 +132,11 @@ class _Snapshot:
         self,
         generation: int,
         rows: list[fleetview.DeviceRow],
-        model_tenants: Mapping[str, str],
     ) -> None:
         self.generation = generation
         self.built_at = time.monotonic()
         self.rows = rows
         self.by_key = {row.key: row for row in rows}
-        self.display_names = model_tenants  # tenant -> display name
         self._scoped: dict[frozenset[str] | None, list[fleetview.DeviceRow]] = {}
         self._json: dict[frozenset[str] | None, bytes] = {}
         self._counts: dict[frozenset[str] | None, fleetview.Counts] = {}
@@ -263,11 +261,7 @@ class StatusPage:
 
             def build() -> _Snapshot:
                 rows = fleetview.build_rows(table, seen, model, registrations, pending)
-                names = {
-                    name: tenant.tenant.display_name or name
-                    for name, tenant in model.tenants.items()
-                }
-                return _Snapshot(generation, rows, names)
+                return _Snapshot(generation, rows)
 
             self._snapshot = await asyncio.to_thread(build)
             return self._snapshot
@@ -283,7 +277,11 @@ class StatusPage:
         credential = credential or request.cookies.get(COOKIE, "")
         if not credential:
             return None
-        address = request.client.host if request.client else "unknown"
+        return self._check(credential, _address(request))
+
+    def _check(self, credential: str, address: str) -> auth.Principal | None:
+        """The principal of ``credential``, or None (a failure, counted against
+        ``address``); raises _Throttled when that address failed too often."""
         now = time.monotonic()
         wait = ratelimit.retry_after(self._failures.peek(address, now))
         if wait is not None:
@@ -795,14 +793,7 @@ class StatusPage:
         ) -> HTMLResponse:
             query = fleetview.parse_query(q, label, state, tenant, page, per_page)
             view = await self.overview(principal, query)
-            snapshot = await self.snapshot()
-            return self._render(
-                "overview.html",
-                request,
-                principal,
-                display_names=snapshot.display_names,
-                **view,
-            )
+            return self._render("overview.html", request, principal, **view)
 
         @router.get("/devices/{tenant}/{name}", response_class=HTMLResponse)
         async def device_page(
@@ -848,16 +839,9 @@ class StatusPage:
             body = await _read_form(request)
             credential = body.get("credential", "").strip()
             target = _local(body.get("next", "/"))
-            address = request.client.host if request.client else "unknown"
-            now = time.monotonic()
-            wait = ratelimit.retry_after(self._failures.peek(address, now))
-            if wait is not None:
-                raise _Throttled(wait)
-            principal = auth.identify(
-                credential, self._admin_token, self.controller.reconciler.loaded
-            )
+            address = _address(request)
+            principal = self._check(credential, address)
             if principal is None:
-                self._failures.take(address, now)
                 return self._render(
                     "login.html",
                     request,
@@ -921,6 +905,10 @@ async def _read_form(request: Request) -> dict[str, str]:
     except UnicodeDecodeError:
         return {}
     return {key: values[0] for key, values in urllib.parse.parse_qs(text).items()}
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def _same_origin(request: Request) -> bool:

@@ -10,66 +10,31 @@ behind a gate that holds an apply until the test lets it go.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import json
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rciots.agent import applier, config, enroll, run
 from rciots.agent.bundle import ApplyResult, Bundle, ResourceId
 from rciots.agent.state import DirectoryIdentity
-from rciots.controller import connector, ratelimit, service
 from tests import aio, gitserver
+from tests.fleetcontroller import (
+    EXAMPLE,
+    RunningAgent,
+    agent_config,
+    controller,
+    desired,
+    in_sync,
+    reported,
+    settings,
+)
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "fleet-repo-example"
-WAREHOUSE = "rciots-pt-OaGmPNNo7h0cVwjIvurOdVdIHBCZRVnJKMlguG3KB3U"  # auto, acme-sensors
-OPEN = ratelimit.ClientLimits(rate=1000, burst=1000, failure_rate=1000, failure_burst=1000)
 SMALL_TEMPLATE = "tenants/acme-sensors/templates/mqtt-edge-small"
-
-
-def settings(remote: gitserver.Remote, state: Path, **agents: Any) -> service.Settings:
-    return service.Settings(
-        source=remote.bare.as_uri(),
-        state_dir=state,
-        poll_interval=0.2,
-        status_window=0.1,
-        enrollment=service.EnrollmentSettings(listen=("127.0.0.1", 0), limits=OPEN),
-        agents=dataclasses.replace(
-            connector.ConnectorSettings(listen=("127.0.0.1", 0), status_interval=1), **agents
-        ),
-    )
-
-
-@contextlib.asynccontextmanager
-async def controller(wanted: service.Settings) -> AsyncIterator[service.Controller]:
-    running = service.Controller(wanted)
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-def agent_config(
-    home: Path, running: service.Controller, name: str, **changes: Any
-) -> config.AgentConfig:
-    made = config.AgentConfig(
-        enroll_url=f"https://127.0.0.1:{running.enrollment_port}",
-        token=WAREHOUSE,
-        device_name=name,
-        ca_file=running.settings.state_dir / "ca" / "root.pem",
-        state_dir=home,
-        applier="directory",
-        max_reconnect_delay=0.3,
-    )
-    return dataclasses.replace(made, **changes)
 
 
 class Gate:
@@ -105,46 +70,10 @@ class Gate:
             self.finished.set()
 
 
-class Running:
-    """An Agent in a task of the test's loop."""
-
-    def __init__(self, made: config.AgentConfig) -> None:
-        self.config = made
-        self.agent = run.Agent(made)
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(self.agent.run(self.stop))
-
-    async def halt(self) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 10)
-
-    def applied_digest(self) -> str | None:
-        """The digest of the bundle in the directory applier's ``current`` folder."""
-        try:
-            index = json.loads((self.config.manifests_dir / "current" / "index.json").read_text())
-        except FileNotFoundError:
-            return None
-        digest: str = index["digest"]
-        return digest
-
-
-def reported(running: service.Controller, key: tuple[str, str]) -> str | None:
-    """The digest the controller last heard the device applied."""
-    seen = running.observed.get(key)
-    return seen.applied_digest if seen else None
-
-
-def desired(running: service.Controller, key: tuple[str, str]) -> str:
-    state = running.reconciler.table.get(key)
-    return state.digest if state else ""
-
-
-async def in_sync(running: service.Controller, key: tuple[str, str], within: float) -> None:
-    def check() -> bool:
-        """the controller heard the device applied its desired digest"""
-        return desired(running, key) != "" and reported(running, key) == desired(running, key)
-
-    await aio.eventually(check, within=within)
+def started(made: config.AgentConfig) -> RunningAgent:
+    agent = RunningAgent(made)
+    agent.start()
+    return agent
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +135,7 @@ def test_what_was_applied_is_reported_at_once_not_at_the_next_status(
     async def body() -> None:
         wanted = settings(shared_remote, tmp_path / "state", status_interval=30)
         async with controller(wanted) as running:
-            agent = Running(agent_config(tmp_path / "agent", running, key[1]))
+            agent = started(agent_config(tmp_path / "agent", running, key[1]))
             await in_sync(running, key, within=8)
             assert agent.applied_digest() == desired(running, key)
             await agent.halt()
@@ -221,11 +150,11 @@ def test_what_was_applied_keeps_running_while_the_controller_is_away(
 
     async def body() -> None:
         async with controller(settings(shared_remote, tmp_path / "state")) as running:
-            agent = Running(agent_config(tmp_path / "agent", running, key[1]))
+            agent = started(agent_config(tmp_path / "agent", running, key[1]))
             await in_sync(running, key, within=8)
             digest = desired(running, key)
         await asyncio.sleep(0.5)  # the agent tries to reconnect meanwhile (0.3 s at most)
-        assert not agent.task.done()
+        assert agent.running
         assert agent.applied_digest() == digest
         await agent.halt()
         assert agent.applied_digest() == digest  # stopping undoes nothing either
@@ -254,7 +183,7 @@ def test_a_busy_connector_is_retried_with_backoff_not_the_longest_wait(
         wanted = settings(shared_remote, tmp_path / "state", max_waiting_per_address=0)
         async with controller(wanted) as running:
             made = agent_config(tmp_path / "agent", running, "run-busy", max_reconnect_delay=5.0)
-            agent = Running(made)
+            agent = started(made)
             await aio.eventually(lambda: len(waits(caplog)) >= 1, within=10)
             await agent.halt()
         assert "the connector refused the connection: HTTP 503 too many connections" in [
@@ -275,7 +204,7 @@ def test_a_refused_device_waits_the_longest(
     async def body() -> None:
         async with controller(settings(remote, tmp_path / "state")) as running:
             made = agent_config(tmp_path / "agent", running, key[1], max_reconnect_delay=5.0)
-            agent = Running(made)
+            agent = started(made)
             await in_sync(running, key, within=8)
             remote.commit(
                 {
@@ -316,7 +245,7 @@ def test_an_apply_that_ends_in_a_newer_session_leaves_the_device_on_the_desired_
         )
         async with controller(wanted) as running:
             assert running.connector is not None
-            agent = Running(agent_config(tmp_path / "agent", running, key[1]))
+            agent = started(agent_config(tmp_path / "agent", running, key[1]))
             gate = Gate(agent.agent.applier)
             agent.agent.applier = gate
             await in_sync(running, key, within=8)
@@ -339,7 +268,7 @@ def test_an_apply_that_ends_in_a_newer_session_leaves_the_device_on_the_desired_
                 return agent.applied_digest() == first and reported(running, key) == first
 
             await aio.eventually(back, within=10)
-            assert not agent.task.done()
+            assert agent.running
             await agent.halt()
 
     aio.run(body(), timeout=60)
@@ -356,7 +285,7 @@ def test_state_files_that_cannot_be_written_do_not_stop_applying(
 
     async def body() -> None:
         async with controller(settings(remote, tmp_path / "state")) as running:
-            agent = Running(agent_config(tmp_path / "agent", running, key[1]))
+            agent = started(agent_config(tmp_path / "agent", running, key[1]))
             await in_sync(running, key, within=8)
             first = desired(running, key)
             for name in ("desired.json", "applied.json"):  # a rename over them fails
@@ -367,7 +296,7 @@ def test_state_files_that_cannot_be_written_do_not_stop_applying(
             await aio.eventually(lambda: desired(running, key) != first, within=10)
             await in_sync(running, key, within=10)
             assert agent.applied_digest() == desired(running, key)
-            assert not agent.task.done()
+            assert agent.running
             await agent.halt()
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert [e.split(" cannot be written")[0] for e in errors] == [

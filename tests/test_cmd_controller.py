@@ -4,21 +4,16 @@ SIGINT, leaving device status on the status branch and the tracked branch as it 
 from __future__ import annotations
 
 import json
-import os
-import queue
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import IO
 
 import pytest
 
 from rciots.controller import cli
 from tests import gitserver
+from tests.processes import Process
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "fleet-repo-example"
 RCIOTS = Path(sys.executable).parent / "rciots"
@@ -80,7 +75,7 @@ def test_the_process_runs_until_interrupted_and_writes_status(tmp_path: Path) ->
     gitserver.run_git(repo, "commit", "-qm", "fleet")
     head = gitserver.run_git(repo, "rev-parse", "HEAD").strip()
     port = gitserver.free_port()
-    process = subprocess.Popen(
+    with Process(
         [
             str(RCIOTS),
             "controller",
@@ -95,31 +90,13 @@ def test_the_process_runs_until_interrupted_and_writes_status(tmp_path: Path) ->
             "127.0.0.1:0",
             "--listen",
             "127.0.0.1:0",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stderr is not None
-    # a thread reads stderr, so that waiting for a line has a time limit of its own
-    lines: queue.Queue[str | None] = queue.Queue()
-    reader = threading.Thread(target=_pump, args=(process.stderr, lines), daemon=True)
-    reader.start()
-    try:
-        started = _read_until(lines, "controller running on", within=20)
-        assert started is not None, "the controller did not start within 20 s"
+        ]
+    ) as process:
+        process.wait_for("controller running on")
         enrolled = _enroll_as_documented(tmp_path, port)
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=20)
-        rest = "".join(_read_to_end(lines, within=5))
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        reader.join(timeout=5)  # the stream ends with the process
-        process.stderr.close()
-    assert process.returncode == 0, rest
-    assert "writing pending status" in rest
+        code = process.stop()
+    assert code == 0, process.output
+    assert "writing pending status" in process.output
     listed = gitserver.run_git(repo, "ls-tree", "-r", "--name-only", "rciots/status").split()
     assert "status/acme-sensors/berlin-gw-01.yaml" in listed
     assert gitserver.run_git(repo, "rev-parse", "HEAD").strip() == head
@@ -151,36 +128,3 @@ def _enroll_as_documented(tmp_path: Path, port: int) -> dict[str, str]:
     assert "in acme-sensors; connect to wss://" in done.stdout
     identity: dict[str, str] = json.loads((device / "identity.json").read_text())
     return identity
-
-
-def _pump(stream: IO[str], into: queue.Queue[str | None]) -> None:
-    for line in stream:
-        into.put(line)
-    into.put(None)  # the end of the stream
-
-
-def _read_until(lines: queue.Queue[str | None], text: str, *, within: float) -> str | None:
-    """The first line holding ``text``; None when the stream ends or ``within`` s pass."""
-    deadline = time.monotonic() + within
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=remaining)
-        except queue.Empty:
-            return None
-        if line is None or text in line:
-            return line
-    return None
-
-
-def _read_to_end(lines: queue.Queue[str | None], *, within: float) -> list[str]:
-    """The lines left up to the end of the stream (AssertionError after ``within`` s)."""
-    deadline = time.monotonic() + within
-    read: list[str] = []
-    while True:
-        try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            raise AssertionError(f"stderr did not end within {within} s: {read}") from None
-        if line is None:
-            return read
-        read.append(line)

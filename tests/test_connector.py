@@ -9,13 +9,14 @@ reconnect and resync; another CA, an expired certificate, another device's token
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
+import logging
 import shutil
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine
+import threading
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,86 +27,32 @@ from cryptography.hazmat.primitives import serialization
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
-from rciots.agent import config, protocol, run
+from rciots.agent import protocol
 from rciots.agent.state import DirectoryIdentity
-from rciots.controller import ca, castore, connector, ratelimit, service
+from rciots.controller import ca, castore, connector, service
 from tests import aio, gitserver
 from tests.cryptohelp import csr_pem, ec_key
+from tests.fleetcontroller import (
+    EXAMPLE,
+    RunningAgent,
+    agent_config,
+    controller,
+    in_sync,
+    settings,
+)
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "fleet-repo-example"
-WAREHOUSE = "rciots-pt-OaGmPNNo7h0cVwjIvurOdVdIHBCZRVnJKMlguG3KB3U"  # auto, acme-sensors
-OPEN = ratelimit.ClientLimits(rate=1000, burst=1000, failure_rate=1000, failure_burst=1000)
 TENANT = "tenants/acme-sensors"
 SMALL_TEMPLATE = f"{TENANT}/templates/mqtt-edge-small"
 DEVICE_DIR = f"{TENANT}/devices"
 
 
-def controller_settings(remote: gitserver.Remote, state: Path) -> service.Settings:
-    return service.Settings(
-        source=remote.bare.as_uri(),
-        state_dir=state,
-        poll_interval=0.2,
-        status_window=0.1,
-        enrollment=service.EnrollmentSettings(listen=("127.0.0.1", 0), limits=OPEN),
-        agents=connector.ConnectorSettings(listen=("127.0.0.1", 0), status_interval=1),
+def connected_agent(home: Path, running: service.Controller, name: str) -> RunningAgent:
+    """An agent told the connector's address itself (not the enrollment answer's)."""
+    assert running.connector is not None
+    url = f"wss://127.0.0.1:{running.connector.port}{connector.PATH}"
+    return RunningAgent(
+        agent_config(home, running, name, connector_url=url, max_reconnect_delay=0.5)
     )
-
-
-@contextlib.asynccontextmanager
-async def controller(settings: service.Settings) -> AsyncIterator[service.Controller]:
-    running = service.Controller(settings)
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-class RunningAgent:
-    """An Agent in a task of the test's loop, stoppable and restartable."""
-
-    def __init__(self, home: Path, running: service.Controller, name: str) -> None:
-        self.home = home
-        self.name = name
-        self.config = agent_config(home, running, name)
-        self.agent = run.Agent(self.config)
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.stop = asyncio.Event()
-        self.agent = run.Agent(self.config)
-        self.task = asyncio.create_task(self.agent.run(self.stop))
-
-    async def halt(self) -> None:
-        self.stop.set()
-        if self.task is not None:
-            await asyncio.wait_for(self.task, 10)
-
-    @property
-    def manifests(self) -> Path:
-        return self.config.manifests_dir
-
-
-def agent_config(home: Path, running: service.Controller, name: str) -> config.AgentConfig:
-    ca_file = running.settings.state_dir / "ca" / "root.pem"
-    return config.AgentConfig(
-        enroll_url=f"https://127.0.0.1:{running.enrollment_port}",
-        token=WAREHOUSE,
-        device_name=name,
-        ca_file=ca_file,
-        state_dir=home,
-        applier="directory",
-        connector_url=f"wss://127.0.0.1:{running.connector.port}{connector.PATH}"
-        if running.connector
-        else None,
-        max_reconnect_delay=0.5,
-    )
-
-
-def applied_digest(running: service.Controller, key: tuple[str, str]) -> str | None:
-    seen = running.observed.get(key)
-    return seen.applied_digest if seen else None
 
 
 async def changed_and_in_sync(running: service.Controller, key: tuple[str, str]) -> None:
@@ -117,19 +64,6 @@ async def changed_and_in_sync(running: service.Controller, key: tuple[str, str])
 
     await aio.eventually(changed, within=10)
     await in_sync(running, key)
-
-
-async def in_sync(running: service.Controller, key: tuple[str, str], within: float = 10) -> None:
-    def check() -> bool:
-        """the device reported the desired digest applied"""
-        state = running.reconciler.table.get(key)
-        return (
-            state is not None
-            and state.digest != ""
-            and applied_digest(running, key) == (state.digest)
-        )
-
-    await aio.eventually(check, within=within)
 
 
 def resources_of(agent: RunningAgent) -> list[str]:
@@ -149,8 +83,8 @@ def run_test(
 
 def test_enroll_apply_update_prune_and_status(tmp_path: Path) -> None:
     async def body(remote: gitserver.Remote, tmp: Path) -> None:
-        async with controller(controller_settings(remote, tmp / "state")) as running:
-            agent = RunningAgent(tmp / "agent", running, "wh-01")
+        async with controller(settings(remote, tmp / "state")) as running:
+            agent = connected_agent(tmp / "agent", running, "wh-01")
             agent.start()
             key = ("acme-sensors", "wh-01")
             await in_sync(running, key)
@@ -189,11 +123,15 @@ DELETE_SERVICE = """\
 """
 
 
-def test_prune_restart_without_reenrolling_and_disable(tmp_path: Path) -> None:
+def test_prune_restart_without_reenrolling_and_disable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rciots.controller.connector")
+
     async def body(remote: gitserver.Remote, tmp: Path) -> None:
-        async with controller(controller_settings(remote, tmp / "state")) as running:
+        async with controller(settings(remote, tmp / "state")) as running:
             key = ("acme-sensors", "wh-02")
-            agent = RunningAgent(tmp / "agent", running, "wh-02")
+            agent = connected_agent(tmp / "agent", running, "wh-02")
             agent.start()
             await in_sync(running, key)
             assert "core_Service_" in " ".join(resources_of(agent))
@@ -234,7 +172,13 @@ def test_prune_restart_without_reenrolling_and_disable(tmp_path: Path) -> None:
                 )
 
             await aio.eventually(disconnected, within=10)
-            await asyncio.sleep(1.0)  # it tries again (backoff 0.5 s): refused each time
+
+            def refused_twice() -> bool:
+                """the agent came back twice (backoff 0.5 s), and was refused each time"""
+                refusal = "connection from 127.0.0.1 refused: device acme-sensors/wh-02 is disabled"
+                return [r.getMessage() for r in caplog.records].count(refusal) >= 2
+
+            await aio.eventually(refused_twice, within=10)
             assert not running.observed[key].connected
             await agent.halt()
 
@@ -243,19 +187,17 @@ def test_prune_restart_without_reenrolling_and_disable(tmp_path: Path) -> None:
 
 def test_a_controller_restart_brings_agents_back_in_sync(tmp_path: Path) -> None:
     async def body(remote: gitserver.Remote, tmp: Path) -> None:
-        settings = controller_settings(remote, tmp / "state")
+        wanted = settings(remote, tmp / "state")
         fixed = dataclasses.replace(
-            settings,
+            wanted,
             enrollment=dataclasses.replace(
-                settings.enrollment, listen=("127.0.0.1", gitserver.free_port())
+                wanted.enrollment, listen=("127.0.0.1", gitserver.free_port())
             ),
-            agents=dataclasses.replace(
-                settings.agents, listen=("127.0.0.1", gitserver.free_port())
-            ),
+            agents=dataclasses.replace(wanted.agents, listen=("127.0.0.1", gitserver.free_port())),
         )
         key = ("acme-sensors", "wh-03")
         async with controller(fixed) as running:
-            agent = RunningAgent(tmp / "agent", running, "wh-03")
+            agent = connected_agent(tmp / "agent", running, "wh-03")
             agent.start()
             await in_sync(running, key)
         # the controller is down: the agent keeps what it applied and retries
@@ -276,11 +218,11 @@ def test_strangers_are_refused(tmp_path: Path) -> None:
     """Another CA's certificate, an expired one of ours, and another device's token."""
 
     async def body(remote: gitserver.Remote, tmp: Path) -> None:
-        async with controller(controller_settings(remote, tmp / "state")) as running:
+        async with controller(settings(remote, tmp / "state")) as running:
             assert running.connector is not None
             assert running.authority is not None
             url = f"wss://127.0.0.1:{running.connector.port}{connector.PATH}"
-            agents = [RunningAgent(tmp / n, running, n) for n in ("wh-04", "wh-05")]
+            agents = [connected_agent(tmp / n, running, n) for n in ("wh-04", "wh-05")]
             for agent in agents:
                 agent.start()
             for agent in agents:
@@ -380,17 +322,24 @@ def test_a_certificate_past_two_thirds_of_its_life_is_renewed(tmp_path: Path) ->
     clocks): past two thirds at once, so the connector asks for a renewal on connect."""
 
     async def body(remote: gitserver.Remote, tmp: Path) -> None:
-        settings = controller_settings(remote, tmp / "state")
+        wanted = settings(remote, tmp / "state")
         short = dataclasses.replace(
-            settings,
-            enrollment=dataclasses.replace(
-                settings.enrollment, device_lifetime=timedelta(minutes=1)
-            ),
+            wanted,
+            enrollment=dataclasses.replace(wanted.enrollment, device_lifetime=timedelta(minutes=1)),
         )
         async with controller(short) as running:
             assert running.registry is not None
             key = ("acme-sensors", "wh-06")
-            agent = RunningAgent(tmp / "agent", running, "wh-06")
+            # the renewal's signing and registry write (an fsync) happen off the event loop
+            record, writers = running.registry.listener, []
+            assert record is not None
+
+            def listener(*change: Any) -> None:
+                writers.append(threading.get_ident())
+                record(*change)
+
+            running.registry.listener = listener
+            agent = connected_agent(tmp / "agent", running, "wh-06")
             agent.start()
             await in_sync(running, key)
             store = DirectoryIdentity(tmp / "agent" / "identity")
@@ -405,6 +354,8 @@ def test_a_certificate_past_two_thirds_of_its_life_is_renewed(tmp_path: Path) ->
                 return format(leaf.serial_number, "x") == now.certificate_serial
 
             await aio.eventually(renewed, within=10)
+            assert len(writers) == 2  # the enrollment's, the renewal's
+            assert threading.get_ident() not in writers
             current = running.registry.by_name(*key)
             mine = store.load()
             assert current is not None

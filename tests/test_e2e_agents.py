@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +19,12 @@ from pathlib import Path
 import pytest
 
 from rciots.controller import tokens
-from tests import gitserver, podmanhost
+from tests import fleetprocesses, gitserver, podmanhost
+from tests.fleetcontroller import EXAMPLE
 from tests.processes import Process
 
 pytestmark = pytest.mark.e2e
 
-BIN = Path(sys.executable).parent
-EXAMPLE = Path(__file__).resolve().parent.parent / "fleet-repo-example"
 TOKEN = tokens.generate_token()
 TEMPLATE = "tenants/e2e/templates/app"
 
@@ -94,47 +92,29 @@ class Fleet:
         self.connect_port = gitserver.free_port()
         self.state = folder / "state"
         self.controller = Process(
-            [
-                str(BIN / "rciots"),
-                "controller",
-                str(repo),
-                "--state-dir",
-                str(self.state),
+            fleetprocesses.controller_argv(
+                repo,
+                self.state,
+                self.enroll_port,
                 "--poll-interval",
                 "0.3",
-                "--status-window",
-                "0.2",
-                "--enroll-listen",
-                f"127.0.0.1:{self.enroll_port}",
                 "--connect-listen",
                 f"127.0.0.1:{self.connect_port}",
-                "--server-name",
-                "127.0.0.1",
-                "--agent-status-interval",
-                "1",
                 "--listen",
                 "127.0.0.1:0",
-            ]
+            )
         )
-        self.controller.wait_for("controller running on")
+        try:
+            self.controller.wait_for("controller running on")
+        except BaseException:
+            self.controller.stop()  # never left running when it does not start
+            raise
 
     def agent(self, name: str, applier: str, env: dict[str, str] | None = None) -> Process:
         return Process(
-            [
-                str(BIN / "rciots-agent"),
-                "--enroll-url",
-                f"https://127.0.0.1:{self.enroll_port}",
-                "--ca-file",
-                str(self.state / "ca" / "root.pem"),
-                "--state-dir",
-                str(self.folder / name),
-                "--device-name",
-                name,
-                "--applier",
-                applier,
-                "--max-reconnect-delay",
-                "1",
-            ],
+            fleetprocesses.agent_argv(
+                name, self.folder / name, self.state, self.enroll_port, applier
+            ),
             env={**(env or os.environ), "RCIOTS_TOKEN": TOKEN},
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +26,7 @@ from rciots.controller import (
 from tests import aio, enrollfiles
 from tests.cryptohelp import csr_pem, ec_key
 from tests.enrollfiles import AUTO, MANUAL
-
-OPEN = ratelimit.ClientLimits(rate=1000, burst=1000, failure_rate=1000, failure_burst=1000)
+from tests.fleetcontroller import OPEN
 
 
 def body(token: str = AUTO, name: str = "gw-new", key=None, **extra: object) -> dict[str, object]:
@@ -86,6 +86,22 @@ def test_an_identity_over_https_with_our_server_certificate(tmp_path):
         async with httpx.AsyncClient(base_url=str(client.base_url), verify=True) as stranger:
             with pytest.raises(httpx.ConnectError):
                 await stranger.post(enroll_endpoint.PATH, json=body())
+
+    serve(tmp_path, test)
+
+
+def test_an_enrollment_is_decided_signed_and_recorded_off_the_event_loop(tmp_path):
+    """The registry's synchronous write (an fsync) and the signing must not hold up the
+    event loop, which also serves every agent's session and the status page."""
+
+    async def test(client: Client, store: registry.Registry) -> None:
+        loop_thread = threading.get_ident()
+        writers: list[int] = []
+        store.listener = lambda *_: writers.append(threading.get_ident())
+        answer = await client.post(enroll_endpoint.PATH, json=body())
+        assert answer.status_code == 200
+        assert len(writers) == 1
+        assert writers[0] != loop_thread
 
     serve(tmp_path, test)
 

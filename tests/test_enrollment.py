@@ -269,3 +269,39 @@ def test_removing_a_token_stops_enrollments_with_it(enroller):
     files = enrollfiles.repo()
     del files[f"{T}/tokens/rollout.yaml"]
     assert enroll(enroller, files).status == 404
+
+
+# -- renewal ----------------------------------------------------------------------------------
+
+
+def test_a_renewal_signs_the_new_key_and_keeps_the_old_certificate_as_previous(enroller, store):
+    first = enroll(enroller, name="gw-a")
+    before = store.by_name("acme", "gw-a")
+    assert before is not None
+    key = ec_key()
+    later = NOW + timedelta(days=60)
+    issued = enroller.renew(before.device_id, csr_pem(key), later)
+    after = store.get(before.device_id)
+    assert after is not None
+    assert after.key_fingerprint == ca.key_fingerprint(key.public_key())
+    assert after.certificate_serial == issued.serial != before.certificate_serial
+    assert after.previous_certificate_serial == before.certificate_serial
+    assert after.certificate_not_after == issued.not_after == later + POLICY.device_lifetime
+    assert after.device_token_hash == before.device_token_hash  # the same device token
+    leaf = x509.load_pem_x509_certificates(issued.chain_pem)[0]
+    assert ca.device_identity(leaf) == ("acme", first.body["deviceId"])
+
+
+def test_a_renewal_with_another_devices_key_or_for_a_removed_device_is_refused(enroller, store):
+    taken = ec_key()
+    assert enroll(enroller, name="gw-a").status == 200
+    assert enroll(enroller, name="gw-b", key=taken).status == 200
+    device = store.by_name("acme", "gw-a")
+    assert device is not None
+    with pytest.raises(ValueError, match="enrolled for another device"):
+        enroller.renew(device.device_id, csr_pem(taken), NOW)
+    store.remove(device.device_id)
+    with pytest.raises(ValueError, match="no longer registered"):
+        enroller.renew(device.device_id, csr_pem(ec_key()), NOW)
+    with pytest.raises(ca.CsrRejected):
+        enroller.renew(device.device_id, b"not a csr", NOW)

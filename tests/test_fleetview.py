@@ -85,7 +85,7 @@ def test_a_device_that_runs_nothing_is_in_sync_once_it_applied_nothing() -> None
     empty = desired(digest="", manifests="")
     applied = seen(connected=True, applied_digest=digest_of(""))
     assert fleetview.decide_state(empty, applied) == "in-sync"
-    assert fleetview.target_digest(empty) == digest_of("")
+    assert empty.bundle_digest == digest_of("")
 
 
 def registration(
@@ -407,3 +407,42 @@ def test_the_device_list_json_is_what_the_declared_model_gives() -> None:
     declared = [statusapi.device_of(r).model_dump(mode="json", by_alias=True) for r in rows]
     assert dumped == declared
     assert dumped[0]["lastSeen"] == "2027-03-01T12:00:00Z"
+
+
+def test_a_repo_error_and_a_token_in_the_api_say_what_their_views_say() -> None:
+    from rciots.controller import statusapi
+
+    error = statusapi.repo_error_of(Diagnostic("tenants/acme/x.yaml", 3, 4, "odd", "warning"))
+    assert error.model_dump(by_alias=True) == {
+        "path": "tenants/acme/x.yaml",
+        "line": 3,
+        "column": 4,
+        "message": "odd",
+        "severity": "warning",
+    }
+    view = fleetview.TokenView(
+        tenant="acme",
+        name="rollout",
+        approval="manual",
+        enabled=True,
+        expires=NOW,
+        expired=False,
+        max_devices=2,
+        used=1,
+        pending=3,
+        template="edge",
+        labels={"site": "lyon"},
+    )
+    assert statusapi.token_of(view).model_dump(mode="json", by_alias=True) == {
+        "tenant": "acme",
+        "name": "rollout",
+        "approval": "manual",
+        "enabled": True,
+        "expires": "2027-03-01T12:00:00Z",
+        "expired": False,
+        "maxDevices": 2,
+        "used": 1,
+        "pending": 3,
+        "template": "edge",
+        "labels": {"site": "lyon"},
+    }

@@ -86,6 +86,13 @@ def test_counts_by_tenant_and_token(tmp_path):
     assert store.count("acme", "rollout") == 1
     assert store.count("globex", "rollout") == 1
     assert store.count("initech") == 0
+    store.put(registration("a", "1", key_fingerprint="sha256:renewed"))  # a renewal
+    store.remove("2")
+    assert (store.count("acme"), store.count("acme", "rollout")) == (1, 1)
+    assert store.count("acme", "other") == 0
+    store.close()
+    again = registry.Registry(tmp_path / "r.db")
+    assert (again.count("acme"), again.count("globex"), again.count("acme", "other")) == (1, 1, 0)
 
 
 def test_removing_frees_the_name_and_the_key(tmp_path):

@@ -14,10 +14,10 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from rciots.controller import observed, reconcile, service, statusdocs
-from tests import aio, gitserver
+from rciots.controller import service
+from tests import aio, fleetcontroller, gitserver
+from tests.fleetcontroller import EXAMPLE
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "fleet-repo-example"
 BERLIN = ("acme-sensors", "berlin-gw-01")
 BERLIN_OVERLAY = "tenants/acme-sensors/devices/berlin-gw-01/kustomization.yaml"
 SECRET = b"a-long-random-webhook-secret"
@@ -31,12 +31,8 @@ def add_suffix(work: Path) -> dict[str, str]:
 async def with_controller(
     settings: service.Settings, body: Callable[[service.Controller], Awaitable[None]]
 ) -> None:
-    controller = service.Controller(settings)
-    await controller.start()
-    try:
-        await body(controller)
-    finally:
-        await controller.stop()
+    async with fleetcontroller.controller(settings) as running:
+        await body(running)
 
 
 def test_a_pushed_commit_is_polled_rendered_and_its_status_pushed(
@@ -194,44 +190,3 @@ def test_a_fleet_folder_inside_another_repository_gets_no_status_branch_there(
 
     aio.run(with_controller(settings, body))
     assert not _has_branch(outer / ".git", "rciots/status")
-
-
-# --- status documents of a pass (pure) --------------------------------------------------------
-
-
-def state(device: str, error: str | None = None) -> reconcile.DesiredState:
-    return reconcile.DesiredState(
-        tenant="acme",
-        device=device,
-        revision="a" * 40,
-        digest="sha256:" + "0" * 64,
-        manifests="",
-        attempted_revision="b" * 40 if error else "a" * 40,
-        error=error,
-    )
-
-
-def status_of(state: reconcile.DesiredState) -> bytes:
-    return statusdocs.render_status(observed.device_status(state, None))
-
-
-def test_status_documents_of_a_pass() -> None:
-    table = {("acme", "d1"): state("d1"), ("acme", "d2"): state("d2", error="boom")}
-    outcome = reconcile.Outcome(
-        revision="b" * 40,
-        rendered=(("acme", "d1"), ("acme", "d2")),
-        changed=(("acme", "d1"),),
-        removed=(("acme", "gone"),),
-        failed=(("acme", "d2"),),  # rendered and failed: one document
-        diagnostics=(),
-        seconds=0.0,
-    )
-    documents = service.status_documents(table, outcome, {})
-    assert documents == {
-        "status/acme/d1.yaml": status_of(table[("acme", "d1")]),
-        "status/acme/d2.yaml": status_of(table[("acme", "d2")]),
-        "status/acme/gone.yaml": None,
-    }
-    failing = documents["status/acme/d2.yaml"]
-    assert failing is not None
-    assert f"result: {statusdocs.RENDER_FAILED}".encode() in failing

@@ -11,40 +11,25 @@ from pathlib import Path
 
 import httpx
 
-from rciots.controller import enroll_endpoint, ratelimit, service
+from rciots.controller import enroll_endpoint, service
 from tests import aio, gitserver
 from tests.cryptohelp import csr_pem, ec_key
+from tests.fleetcontroller import EXAMPLE, PLANT, WAREHOUSE, controller, settings
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "fleet-repo-example"
-WAREHOUSE = "rciots-pt-OaGmPNNo7h0cVwjIvurOdVdIHBCZRVnJKMlguG3KB3U"  # auto, acme-sensors
-PLANT = "rciots-pt-3dzFbyrIHcOEA9kNYdNbW047Cv6LcrudEarkV1iTZlc"  # manual, acme-sensors
-OPEN = ratelimit.ClientLimits(rate=1000, burst=1000, failure_rate=1000, failure_burst=1000)
 DEVICE_DIR = "tenants/acme-sensors/devices"
-
-
-def settings(remote: gitserver.Remote, state: Path) -> service.Settings:
-    return service.Settings(
-        source=remote.bare.as_uri(),
-        state_dir=state,
-        poll_interval=0.2,
-        status_window=0.1,
-        enrollment=service.EnrollmentSettings(listen=("127.0.0.1", 0), limits=OPEN),
-    )
 
 
 Body = Callable[[service.Controller, httpx.AsyncClient], Awaitable[None]]
 
 
-async def running(config: service.Settings, body: Body) -> None:
-    controller = service.Controller(config)
-    await controller.start()
-    try:
-        trust = ssl.create_default_context(cafile=str(config.state_dir / "ca" / "root.pem"))
-        url = f"https://127.0.0.1:{controller.enrollment_port}"
+async def running(remote: gitserver.Remote, state: Path, body: Body) -> None:
+    """``body`` with the controller of ``remote`` (its files in ``state``; no connector) and
+    an HTTPS client of its enrollment endpoint."""
+    async with controller(settings(remote, state, connector_on=False)) as started:
+        trust = ssl.create_default_context(cafile=str(state / "ca" / "root.pem"))
+        url = f"https://127.0.0.1:{started.enrollment_port}"
         async with httpx.AsyncClient(base_url=url, verify=trust, timeout=10) as client:
-            await body(controller, client)
-    finally:
-        await controller.stop()
+            await body(started, client)
 
 
 def request(token: str, name: str, key: object) -> dict[str, object]:
@@ -84,7 +69,7 @@ def test_enroll_render_approve_restart_and_recover(tmp_path: Path) -> None:
         assert controller.status is not None
         await controller.status.flush()
 
-    aio.run(running(settings(remote, state), first_run))
+    aio.run(running(remote, state, first_run))
     registered = branch_file(remote, "registry/acme-sensors/wh-07.yaml")
     assert registered is not None
     assert ids["wh-07"] in registered
@@ -96,6 +81,8 @@ def test_enroll_render_approve_restart_and_recover(tmp_path: Path) -> None:
     assert 'address: "127.0.0.1"' in pending
     status = branch_file(remote, "status/acme-sensors/wh-07.yaml")
     assert status is not None
+    assert "result: Pending" in status  # rendered for it, never connected
+    assert "desiredDigest: sha256:" in status
 
     # approval is a merged commit; the restarted controller keeps every identity
     remote.commit(
@@ -126,7 +113,7 @@ def test_enroll_render_approve_restart_and_recover(tmp_path: Path) -> None:
         assert controller.status is not None
         await controller.status.flush()
 
-    aio.run(running(settings(remote, state), second_run))
+    aio.run(running(remote, state, second_run))
     assert branch_file(remote, "pending/acme-sensors/pl-01.yaml") is None
     assert branch_file(remote, "registry/acme-sensors/pl-01.yaml") is not None
 
@@ -142,7 +129,7 @@ def test_enroll_render_approve_restart_and_recover(tmp_path: Path) -> None:
 
         await aio.eventually(rendered)
 
-    aio.run(running(settings(remote, tmp_path / "new-state"), recovered))
+    aio.run(running(remote, tmp_path / "new-state", recovered))
 
 
 def test_disabling_or_deleting_a_device_in_git_takes_its_access(tmp_path: Path) -> None:
@@ -180,4 +167,4 @@ def test_disabling_or_deleting_a_device_in_git_takes_its_access(tmp_path: Path) 
         await controller.status.flush()
         assert branch_file(remote, "registry/acme-sensors/pl-02.yaml") is None
 
-    aio.run(running(settings(remote, tmp_path / "state"), body))
+    aio.run(running(remote, tmp_path / "state", body))

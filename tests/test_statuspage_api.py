@@ -22,13 +22,12 @@ from pydantic import TypeAdapter
 from rciots.controller import fleetview, service, statusapi, statuspage
 from tests import gitserver
 from tests.cryptohelp import csr_pem, ec_key
+from tests.fleetcontroller import EXAMPLE, PLANT, RunningAgent, agent_config, settings
 from tests.liveloop import LiveController
-from tests.test_connector import EXAMPLE, RunningAgent, controller_settings
 
 ADMIN = "rciots-adm-api-test-admin-credential"
 ACME_VIEWER = "rciots-vw-2Mt8v2MbhCymUpBTae3Xnlncc624-x8711TenBDuJoI"  # example README
 NORTHWIND_VIEWER = "rciots-vw-dGgP4GhiVb519zHetftVAyEpmjOIbNRK5kHJDrgz8jw"
-MANUAL = "rciots-pt-3dzFbyrIHcOEA9kNYdNbW047Cv6LcrudEarkV1iTZlc"  # acme-sensors, manual
 WEB = "https://forge.example/edge/fleet/commit/{revision}"
 AGENT = ("acme-sensors", "wh-api-01")
 WAITING = ("acme-sensors", "plant-gw-77")
@@ -37,18 +36,17 @@ WAITING = ("acme-sensors", "plant-gw-77")
 class Fleet:
     def __init__(self, folder: Path) -> None:
         self.remote = gitserver.make_remote(folder / "fleet.git", source=EXAMPLE)
-        settings = controller_settings(self.remote, folder / "state")
-        settings = dataclasses.replace(
-            settings,
+        wanted = dataclasses.replace(
+            settings(self.remote, folder / "state"),
             listen=("127.0.0.1", 0),
             page=statuspage.PageSettings(
                 admin_token=ADMIN, repo_web_url=WEB, min_rebuild=0.05, event_poll=0.05
             ),
         )
-        self.live = LiveController(settings)
+        self.live = LiveController(wanted)
         self.agent: RunningAgent | None = None
         try:
-            self.agent = RunningAgent(folder / "agent", self.live.controller, AGENT[1])
+            self.agent = RunningAgent(agent_config(folder / "agent", self.controller, AGENT[1]))
             self.live.call(_start(self.agent))
             self.key = ec_key()
             self.pending_answer = self._enroll_manually(folder)
@@ -67,7 +65,7 @@ class Fleet:
     def _enroll_manually(self, folder: Path) -> httpx.Response:
         root = folder / "state" / "ca" / "root.pem"
         body = {
-            "token": MANUAL,
+            "token": PLANT,
             "name": WAITING[1],
             "csr": csr_pem(self.key).decode(),
             "labels": {"site": "plant-7"},
@@ -78,7 +76,7 @@ class Fleet:
             return client.post(url, json=body)
 
     def close(self) -> None:
-        if self.agent is not None and self.agent.task is not None and not self.agent.task.done():
+        if self.agent is not None and self.agent.running:
             self.live.call(self.agent.halt())
         self.live.close()
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,14 +23,13 @@ import pytest
 from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
 from rciots.controller import registry, registrydocs, statusbranch
-from tests import fakekubectl, gitserver
+from tests import fakekubectl, fleetprocesses, gitserver
+from tests.fleetcontroller import EXAMPLE, WAREHOUSE
 from tests.processes import Process
 
 pytestmark = pytest.mark.browser
 
-BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "fleet-repo-example"
 SHOTS = ROOT / ".artifacts" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -43,7 +41,6 @@ CHROMIUM_ARGS = [
 ]
 ADMIN = "rciots-adm-browser-test-admin-credential"
 NORTHWIND_VIEWER = "rciots-vw-dGgP4GhiVb519zHetftVAyEpmjOIbNRK5kHJDrgz8jw"  # example README
-WAREHOUSE = "rciots-pt-OaGmPNNo7h0cVwjIvurOdVdIHBCZRVnJKMlguG3KB3U"  # acme-sensors, automatic
 SCRIPT_LABEL = "<script>window.__xss = 'label'</script>"
 SCRIPT_NAME = "ACME <script>window.__xss = 'tenant'</script> Sensors"
 SCRIPT_SYSTEM = "<img src=x onerror=\"window.__xss = 'system'\">"
@@ -108,29 +105,19 @@ class Fleet:
         self.http_port = gitserver.free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.controller = self._start(
-            [
-                str(BIN / "rciots"),
-                "controller",
-                str(repo),
-                "--state-dir",
-                str(self.state),
+            fleetprocesses.controller_argv(
+                repo,
+                self.state,
+                self.enroll_port,
                 "--poll-interval",
                 "0.5",
-                "--status-window",
-                "0.2",
-                "--enroll-listen",
-                f"127.0.0.1:{self.enroll_port}",
                 "--connect-listen",
                 "127.0.0.1:0",
                 "--listen",
                 f"127.0.0.1:{self.http_port}",
-                "--server-name",
-                "127.0.0.1",
-                "--agent-status-interval",
-                "1",
                 "--repo-web-url",
                 WEB,
-            ],
+            ),
             env={**os.environ, "RCIOTS_ADMIN_TOKEN": ADMIN},
         )
         self.controller.wait_for("controller running on")
@@ -158,22 +145,9 @@ class Fleet:
         env: dict[str, str] | None = None,
     ) -> Process:
         return self._start(
-            [
-                str(BIN / "rciots-agent"),
-                "--enroll-url",
-                f"https://127.0.0.1:{self.enroll_port}",
-                "--ca-file",
-                str(self.state / "ca" / "root.pem"),
-                "--state-dir",
-                str(self.folder / name),
-                "--device-name",
-                name,
-                "--applier",
-                applier,
-                "--max-reconnect-delay",
-                "1",
-                *(options or []),
-            ],
+            fleetprocesses.agent_argv(
+                name, self.folder / name, self.state, self.enroll_port, applier, *(options or [])
+            ),
             env={**os.environ, **(env or {}), "RCIOTS_TOKEN": WAREHOUSE},
         )
 
