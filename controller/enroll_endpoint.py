@@ -136,8 +136,13 @@ def _log(answer: enrollment.Answer, request: enrollment.Request, address: str) -
 def _parse(body: bytes, address: str) -> enrollment.Request:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python goes
         raise _Invalid("the body is not JSON") from None
+    try:
+        # a "\ud800" escape decodes to a lone surrogate: no hash, answer or log can encode it
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise _Invalid("the body holds text that is not Unicode (a lone surrogate)") from None
     if not isinstance(data, dict):
         raise _Invalid("the body must be a JSON object")
     unknown = sorted(set(data) - {"token", "name", "csr", "labels", "system"})

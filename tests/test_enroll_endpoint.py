@@ -147,6 +147,14 @@ def test_forbidden_and_conflict_answers_say_why(tmp_path):
             "labels: a=b c is not a valid Kubernetes label",
         ),
         (b'{"token": "t", "name": "n", "csr": "c", "system": [1]}', "system: an object"),
+        # what json.loads cannot or should not hand on: deep nesting, and text that is not
+        # Unicode (a lone surrogate, which no answer or log can encode either)
+        (b"[" * 50_000, "the body is not JSON"),
+        (b'{"token": "t", "name": "n", "csr": "c", "system": ' + b'{"a": ' * 5_000, "not JSON"),
+        (b'{"token": "rciots-pt-\\ud800", "name": "n", "csr": "c"}', "not Unicode"),
+        (b'{"token": "t", "name": "n", "csr": "\\udfff"}', "not Unicode"),
+        (b'{"token": "t", "name": "n", "csr": "c", "labels": {"a": "\\ud800"}}', "not Unicode"),
+        (b'{"token": "t", "name": "n", "csr": "c", "\\ud800": 1}', "not Unicode"),
     ],
 )
 def test_a_malformed_request_is_422_naming_the_field(tmp_path, payload, message):
