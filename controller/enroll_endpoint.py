@@ -3,8 +3,8 @@
 Position in the flow: agent (HTTPS) -> **enroll_endpoint** (limits, body, shape) ->
 ``enrollment.Enroller`` (decide, sign, record) -> registry. This module owns only HTTP: the
 client's rate limit (429 with Retry-After), a failure limit per client (token guessing is slow),
-the body cap (413), the request's shape (422 naming the field), and the wording of answers
-(``{"error": why}`` on failure). What the answers mean is ``enrollment``'s.
+the body cap (413) and deadline (408), the request's shape (422 naming the field), and the
+wording of answers (``{"error": why}`` on failure). What the answers mean is ``enrollment``'s.
 
 Request body (JSON)::
 
@@ -70,12 +70,12 @@ def enroll_router(
             log.info("enrollment from %s: rate limited for %d s", address, wait)
             return _answer(429, {"error": "too many requests; try again later"}, wait)
         try:
-            body = await httpbody.read_capped(request, limits.max_body_bytes)
+            body = await httpbody.read_capped(request, limits.max_body_bytes, limits.body_timeout)
             parsed = _parse(body, address)
         except httpbody.BodyRefused as refused:
             failures.take(address, now)
             response = _answer(refused.status, {"error": refused.reason})
-            if refused.status == 413:
+            if refused.unread:
                 response.headers["Connection"] = "close"  # the rest is never read
             return response
         except _Invalid as invalid:
