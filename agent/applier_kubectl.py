@@ -14,9 +14,9 @@ One apply runs, with the manifests on stdin and never through a shell:
 2. ``kubectl label --overwrite -f - rciots.io/managed-by=rciots-agent`` over the applied
    documents: the agent has no YAML library to add the label to the manifests themselves, and
    the label lets prune (and people) tell our objects from others.
-3. For each resource of the previous inventory that left the bundle, ``kubectl delete KIND -n NS
-   -l rciots.io/managed-by=rciots-agent --field-selector metadata.name=NAME --wait=false``:
-   only objects of our own inventory, and only while they carry our label.
+3. For each resource of the previous inventory that left the bundle, ``kubectl delete -n NS
+   -l rciots.io/managed-by=rciots-agent --field-selector metadata.name=NAME --wait=false --
+   KIND.GROUP``: only objects of our own inventory, and only while they carry our label.
 
 ``oc`` takes the same arguments. Tested up to the process boundary (there is no API server on
 the test machines): see docs/appliers.md.
@@ -48,6 +48,9 @@ MANAGED_LABEL = "rciots.io/managed-by=rciots-agent"
 
 # "deployment.apps/web serverside-applied", "configmap/cfg labeled", "x/y not labeled"
 _LINE = re.compile(r"^(?P<type>[^/\s]+)/(?P<name>\S+) (?P<verb>.+)$")
+# a type the API server can have: a kind (lower-cased, a DNS-1035 label, as for a CRD's kind),
+# then its group, a DNS subdomain
+_TYPE = re.compile(r"[A-Za-z](?:[-A-Za-z0-9]*[A-Za-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
 # client-go's own log lines (klog), which kubectl writes to stderr around its real message
 _KLOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [^\]]*\] .*$\n?", re.MULTILINE)
 
@@ -148,7 +151,13 @@ class KubectlApplier:
     ) -> list[ResourceResult]:
         outcomes: list[ResourceResult] = []
         for resource in applier_support.pick_prunes(previous, bundle.resources, _identity):
-            argv = ["delete", type_of(resource)]
+            if not _TYPE.fullmatch(type_of(resource)):
+                # Kubernetes has no such type, so there is no such object: nothing to delete
+                outcomes.append(
+                    ResourceResult(resource, "pruned", f"no type {type_of(resource)!r} can exist")
+                )
+                continue
+            argv = ["delete"]
             if resource.namespace:
                 argv += ["-n", resource.namespace]
             argv += [
@@ -157,6 +166,10 @@ class KubectlApplier:
                 "--field-selector",
                 f"metadata.name={resource.name}",
                 "--wait=false",
+                # the type comes from the manifests: after "--", kubectl never reads it as an
+                # option ("--raw=/api/..." would delete any path, past the label)
+                "--",
+                type_of(resource),
             ]
             done = run(argv, "")
             if done.ok:

@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ WORKLOAD_KINDS = frozenset({"Pod", "Deployment", "DaemonSet", "Job"})
 # kinds that only feed workloads: podman has no object for a ConfigMap, a Secret becomes a
 # podman secret, a claim a named volume
 _SUPPORT_KINDS = frozenset({"ConfigMap", "Secret", "PersistentVolumeClaim"})
+# the names podman gives secrets and volumes (its own rule); it has nothing of any other name
+_PODMAN_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,62}[a-zA-Z0-9])?")
 
 
 def _identity(resource: ResourceId) -> str:
@@ -224,7 +227,7 @@ class _Apply:
             ):
                 entry.pop("document")  # down already: play_workload need not do it again
         for name in changed:
-            done = self.podman("volume", "rm", name)
+            done = self.podman("volume", "rm", "--", name)
             if not done.ok:
                 log.warning("podman: could not remove volume %s: %s", name, self.message(done))
 
@@ -308,17 +311,19 @@ class _Apply:
 
     def remove_support(self, resource: ResourceId) -> ResourceResult:
         steps: list[tuple[str, ...]] = []
-        if resource.kind == "Secret":
-            steps.append(("secret", "rm", resource.name))
+        # the name comes from the manifests: after "--", podman never reads it as an option
+        # ("--all" would remove every secret); a name podman refuses names no secret
+        if resource.kind == "Secret" and _PODMAN_NAME.fullmatch(resource.name):
+            steps.append(("secret", "rm", "--", resource.name))
         if resource.kind in _SUPPORT_KINDS and resource.name in self.volumes():
             # kube down leaves the volumes of ConfigMaps, secrets and claims behind
-            steps.append(("volume", "rm", resource.name))
+            steps.append(("volume", "rm", "--", resource.name))
         for step in steps:
             done = self.podman(*step)
             if not done.ok and "no such" not in done.stderr:
                 return ResourceResult(resource, "failed", self.message(done))
         self.state.pop(_identity(resource), None)
-        removed = " and ".join(f"{step[0]} {step[2]}" for step in steps)
+        removed = " and ".join(f"{step[0]} {step[-1]}" for step in steps)
         return ResourceResult(resource, "pruned", f"removed {removed}" if steps else "")
 
     # --- what podman has --------------------------------------------------------------------

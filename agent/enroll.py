@@ -85,15 +85,21 @@ def make_csr(key_pem: bytes, name: str) -> str:
 
 
 def trust_context(ca_file: Path | None = None, ca_pem: bytes | None = None) -> ssl.SSLContext:
-    """Server certificate checks against ``ca_file``/``ca_pem``, or the system's CAs.
-    ValueError, naming the file, when ``ca_file`` cannot be read or holds no certificate."""
-    context = ssl.create_default_context()
-    if ca_file is not None:
-        try:
-            context.load_verify_locations(cafile=str(ca_file))
-        except (OSError, ssl.SSLError) as exc:  # a configuration error: retrying cannot help
-            why = exc.strerror if isinstance(exc, FileNotFoundError) else str(exc)
-            raise ValueError(f"the CA file {ca_file} cannot be loaded: {why}") from None
+    """Server certificate checks against ``ca_file``/``ca_pem`` only, or, when neither is
+    given, the system's CAs. ValueError, naming the file, when ``ca_file`` cannot be read or
+    holds no certificate."""
+    if ca_file is None and not ca_pem:
+        return ssl.create_default_context()
+    # Not the system's CAs besides: any CA they trust (a public one, a TLS-inspecting proxy's)
+    # could then answer for the controller, take the provisioning token and hand the device an
+    # identity that connects it to someone else's connector.
+    if ca_file is None:
+        return ssl.create_default_context(cadata=ca_pem.decode() if ca_pem else None)
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:  # a configuration error: retrying cannot help
+        why = exc.strerror if isinstance(exc, FileNotFoundError) else str(exc)
+        raise ValueError(f"the CA file {ca_file} cannot be loaded: {why}") from None
     if ca_pem:
         context.load_verify_locations(cadata=ca_pem.decode())
     return context

@@ -16,8 +16,9 @@ Who gets in, in the order it is checked:
    tenant disabled); the path is ``/v1/connect``; the address has fewer than the allowed
    number of connections still waiting for their hello. Refusals are HTTP 403 (or 503).
 3. The hello: within ``hello_timeout``, naming the certificate's device (4401 otherwise),
-   with the device token whose hash the registry holds (4401 otherwise, compared in constant
-   time).
+   the checks of 2. again, since a reconcile pass may have denied the device meanwhile (4403
+   otherwise), with the device token whose hash the registry holds (4401 otherwise, compared
+   in constant time).
 
 Then: one session per device (a newer one closes the older with 4409); the desired bundle is
 pushed when the agent's digest differs; every change of the desired table is pushed (a delta
@@ -142,14 +143,15 @@ class _Session:
         connection: ServerConnection,
         session: protocol.ConnectorSession,
         registration: registry.Registration,
-        renew_at: datetime,
+        admitted: _Admitted,
         counters: Counters,
     ) -> None:
         self.connection = connection
         self.counters = counters
         self.protocol = session
         self.registration = registration
-        self.renew_at = renew_at  # when the certificate it came with is due for renewal
+        self.admitted = admitted  # what the certificate it came with proved
+        self.renew_at = admitted.renew_at  # when that certificate is due for renewal
         self.lock = asyncio.Lock()
         self.renewal_asked = False  # once per session: the connection keeps its certificate
 
@@ -304,7 +306,7 @@ class Connector:
                 registration.device_id, max_message_bytes=self.settings.max_message_bytes
             ),
             registration,
-            admitted.renew_at,
+            admitted,
             self.counters,
         )
         accepted = False
@@ -363,11 +365,15 @@ class Connector:
         return accepted
 
     async def _on_hello(self, session: _Session, hello: protocol.HelloReceived) -> bool:
-        registration = self.devices.registration(session.registration.device_id)
+        # Checked again: the hello comes up to hello_timeout after the upgrade, and a reconcile
+        # pass meanwhile (disabled, removed, renewed twice) closes only the sessions it sees.
+        registration = self._check_registration(session.admitted)
+        if isinstance(registration, str):
+            log.info("%s/%s refused at its hello: %s", *session.key, registration)
+            session.protocol.close(protocol.CloseCode.FORBIDDEN, registration)
+            return False
         presented = tokens.hash_token(hello.device_token).encode()
-        if registration is None or not hmac.compare_digest(
-            presented, registration.device_token_hash.encode()
-        ):
+        if not hmac.compare_digest(presented, registration.device_token_hash.encode()):
             session.protocol.close(protocol.CloseCode.UNAUTHORIZED, "wrong device token")
             return False
         session.registration = registration

@@ -3,9 +3,9 @@
 Position in the flow: agent (HTTPS) -> **enroll_endpoint** (limits, body, shape) ->
 ``enrollment.Enroller`` (decide, sign, record) -> registry. This module owns only HTTP: the
 client's rate limit (429 with Retry-After), a failure limit per client (token guessing is slow),
-the body cap (413), the request's shape (422 naming the field), and the wording of answers
-(``{"error": why}`` on failure). What the answers mean is ``enrollment``'s; the enroller runs in
-a worker thread (it signs, and writes the registry synchronously).
+the body cap (413) and deadline (408), the request's shape (422 naming the field), and the
+wording of answers (``{"error": why}`` on failure). What the answers mean is ``enrollment``'s;
+the enroller runs in a worker thread (it signs, and writes the registry synchronously).
 
 Request body (JSON)::
 
@@ -72,12 +72,12 @@ def enroll_router(
             log.info("enrollment from %s: rate limited for %d s", address, wait)
             return _answer(429, {"error": "too many requests; try again later"}, wait)
         try:
-            body = await httpbody.read_capped(request, limits.max_body_bytes)
+            body = await httpbody.read_capped(request, limits.max_body_bytes, limits.body_timeout)
             parsed = _parse(body, address)
         except httpbody.BodyRefused as refused:
             failures.take(address, now)
             response = _answer(refused.status, {"error": refused.reason})
-            if refused.status == 413:
+            if refused.unread:
                 response.headers["Connection"] = "close"  # the rest is never read
             return response
         except _Invalid as invalid:
@@ -140,8 +140,13 @@ def _log(answer: enrollment.Answer, request: enrollment.Request, address: str) -
 def _parse(body: bytes, address: str) -> enrollment.Request:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python goes
         raise _Invalid("the body is not JSON") from None
+    try:
+        # a "\ud800" escape decodes to a lone surrogate: no hash, answer or log can encode it
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise _Invalid("the body holds text that is not Unicode (a lone surrogate)") from None
     if not isinstance(data, dict):
         raise _Invalid("the body must be a JSON object")
     unknown = sorted(set(data) - {"token", "name", "csr", "labels", "system"})

@@ -242,10 +242,11 @@ def hash_device_token(token: str) -> str:
 
 @dataclass(frozen=True)
 class Answer:
-    """What the HTTP layer sends: a status, a JSON body and extra headers."""
+    """What the HTTP layer sends: a status, a JSON body and extra headers. The body may hold
+    the device token, shown once: it is left out of repr."""
 
     status: int
-    body: Mapping[str, object]
+    body: Mapping[str, object] = field(repr=False)
     retry_after: int | None = None
     outcome: Literal["enrolled", "re-enrolled", "pending", "denied"] = "denied"
 

@@ -80,6 +80,7 @@ class ClientLimits:
     failure_rate: float = 1 / 6  # ten a minute
     failure_burst: float = 10.0
     max_body_bytes: int = 64 * 1024  # a CSR is ~0.5-2 KiB; labels and system info are small
+    body_timeout: float = 60.0  # seconds for the whole body (httpbody.BODY_TIMEOUT)
 
 
 def retry_after(wait: float) -> int | None:

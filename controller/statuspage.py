@@ -57,6 +57,7 @@ from rciots.controller import (
     auth,
     fleet,
     fleetview,
+    httpbody,
     metrics,
     ratelimit,
     statusapi,
@@ -104,6 +105,7 @@ class PageSettings:
     event_poll: float = 0.25  # seconds between two looks for changes per event stream
     failure_rate: float = 1 / 3  # failed credentials per second and client address
     failure_burst: float = 20.0
+    body_timeout: float = httpbody.BODY_TIMEOUT  # seconds for the login form's body
 
 
 class _LoginNeeded(Exception):
@@ -836,7 +838,7 @@ class StatusPage:
         async def login(request: Request) -> Response:
             if not _same_origin(request):
                 return PlainTextResponse("cross-site login refused\n", status_code=403)
-            body = await _read_form(request)
+            body = await _read_form(request, self.settings.body_timeout)
             credential = body.get("credential", "").strip()
             target = _local(body.get("next", "/"))
             address = _address(request)
@@ -893,13 +895,13 @@ def _on_throttled(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _read_form(request: Request) -> dict[str, str]:
-    """A small application/x-www-form-urlencoded body, as name -> first value."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_FORM_BYTES:
-            return {}
+async def _read_form(request: Request, timeout: float) -> dict[str, str]:
+    """A small application/x-www-form-urlencoded body, as name -> first value; {} for one
+    too large, or that did not come whole within ``timeout`` seconds."""
+    try:
+        body = await httpbody.read_capped(request, _MAX_FORM_BYTES, timeout)
+    except httpbody.BodyRefused:
+        return {}
     try:
         text = body.decode()
     except UnicodeDecodeError:

@@ -43,6 +43,7 @@ def webhook_router(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     path: str = DEFAULT_PATH,
+    body_timeout: float = httpbody.BODY_TIMEOUT,
 ) -> APIRouter:
     """A router with one route, ``POST path``, for GitHub, Gitea and GitLab push webhooks.
 
@@ -65,11 +66,14 @@ def webhook_router(
 
     async def receive(request: Request) -> JSONResponse:
         try:
-            received = await httpbody.read_capped(request, max_body_bytes)
+            received = await httpbody.read_capped(request, max_body_bytes, body_timeout)
         except httpbody.BodyRefused as refused:
             if refused.status == 413:
                 return _too_large(max_body_bytes)
-            return _refuse(refused.status, refused.reason)
+            response = _refuse(refused.status, refused.reason)
+            if refused.unread:
+                response.headers["Connection"] = "close"  # the rest is never read
+            return response
         try:
             event = webhooks.verify_push(request.headers, received, secret)
         except webhooks.WebhookRejected as rejected:

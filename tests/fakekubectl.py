@@ -118,7 +118,7 @@ def main() -> int:
         return 0
 
     if verb == "delete":
-        kind = argv[1]
+        kind = argv[argv.index("--") + 1]  # the type comes after "--", never read as an option
         name = next(a for a in argv if a.startswith("metadata.name=")).partition("=")[2]
         if kind in script.get("no_type", []):
             sys.stderr.write(f'error: the server doesn\'t have a resource type "{kind}"\n')

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import socket
 import ssl
 import threading
@@ -312,6 +313,75 @@ def test_a_controller_with_a_certificate_of_another_ca_is_not_trusted(
         assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value)
 
     with_controller(remote, tmp_path / "state", body)
+
+
+class Impostor:
+    """A TLS server on loopback with a certificate of a CA of its own, that answers one
+    enrollment with a made-up identity and keeps what it was sent; a client that refuses its
+    certificate ends it too."""
+
+    def __init__(self, folder: Path) -> None:
+        self.files = gitserver.make_tls_files(folder)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.received = b""
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.files.server_cert, self.files.server_key)
+        connection, _ = self.listener.accept()
+        try:
+            with context.wrap_socket(connection, server_side=True) as tls:
+                tls.settimeout(10)
+                while b'"csr"' not in self.received:  # the body names the csr last but one
+                    self.received += tls.recv(65536)
+                text = json.dumps(
+                    {
+                        "deviceId": "rogue",
+                        "tenant": "acme-sensors",
+                        "name": "gw-01",
+                        "deviceToken": "rciots-dt-rogue",
+                        "certificateChain": "",
+                        "caBundle": "",
+                        "connectorUrl": "wss://impostor.example:8444/v1/connect",
+                    }
+                ).encode()
+                tls.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(text), text)
+                )
+        except (ssl.SSLError, OSError):
+            pass  # the client refused the certificate
+
+    def close(self) -> None:
+        self.thread.join(timeout=10)
+        self.listener.close()
+
+
+def test_with_a_ca_file_the_systems_cas_are_not_trusted_besides_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent is given the controller's root: a server whose certificate another CA signed
+    must neither get the provisioning token nor hand out an identity, even when the system
+    trusts that CA (a public CA, a TLS-inspecting proxy's)."""
+    controller_root = gitserver.make_tls_files(tmp_path / "controller-ca").ca_cert
+    impostor = Impostor(tmp_path / "impostor")
+    # the system's trusted CAs are the impostor's
+    monkeypatch.setenv("SSL_CERT_FILE", str(impostor.files.ca_cert))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "no-such-folder"))
+    store = DirectoryIdentity(tmp_path / "identity")
+    try:
+        with pytest.raises(enroll.EnrollError) as raised:
+            enroll.enroll(
+                store, impostor.url, WAREHOUSE, "gw-01", enroll.trust_context(controller_root)
+            )
+    finally:
+        impostor.close()
+    assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value)
+    assert WAREHOUSE.encode() not in impostor.received
+    assert store.load() is None
 
 
 def test_a_url_that_is_not_https_is_refused_before_any_key_is_made(tmp_path: Path) -> None:

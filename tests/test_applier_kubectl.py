@@ -1,11 +1,18 @@
 """The kubectl / oc applier, up to the process boundary: a real executable first on PATH
 (``tests/fakekubectl.py``) records argv and stdin and answers as kubectl does. There is no
-Kubernetes API server on these machines."""
+Kubernetes API server on these machines; where the real kubectl's own reading of its command
+line matters (what a resource's kind may make of it), the real kubectl runs against a loopback
+HTTP server that records every request."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
+import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -178,45 +185,46 @@ def test_what_left_the_bundle_is_deleted_only_while_labelled_as_ours(cluster):
     result = applier.create("kubectl", env=cluster.env).apply(bundle, previous)
     assert result.ok
     selector = ["-l", "rciots.io/managed-by=rciots-agent"]
+    wait = ["--wait=false", "--"]  # the type last, after "--"
     deletes = [argv for _, argv, _ in cluster.calls() if argv[0] == "delete"]
     assert deletes == [
         [
             "delete",
-            "Service",
             "-n",
             "edge",
             *selector,
             "--field-selector",
             "metadata.name=gone",
-            "--wait=false",
+            *wait,
+            "Service",
         ],
         [
             "delete",
-            "Deployment.apps",
             "-n",
             "edge",
             *selector,
             "--field-selector",
             "metadata.name=old",
-            "--wait=false",
+            *wait,
+            "Deployment.apps",
         ],
         [
             "delete",
-            "ClusterRole.rbac.authorization.k8s.io",
             *selector,
             "--field-selector",
             "metadata.name=reader",
-            "--wait=false",
+            *wait,
+            "ClusterRole.rbac.authorization.k8s.io",
         ],
         [
             "delete",
-            "Widget.example.com",
             "-n",
             "edge",
             *selector,
             "--field-selector",
             "metadata.name=w0",
-            "--wait=false",
+            *wait,
+            "Widget.example.com",
         ],
     ]
     assert [(r.resource, r.action, r.message) for r in result.resources[2:]] == [
@@ -269,3 +277,84 @@ def test_a_cluster_that_does_not_answer_times_out_once(cluster):
     assert result.resources[0].message == "kubectl apply timed out after 0.5 s"
     # no retry per resource, no label
     assert len(cluster.calls()) == 1
+
+
+# --- the real kubectl: what manifests may make of its command line ---------------------------
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """An API server that knows nothing: every request is recorded and answered 404."""
+
+    requests: list[tuple[str, str]]
+
+    def _answer(self) -> None:
+        self.requests.append((self.command, self.path))
+        body = b'{"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404}'
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_DELETE = do_PATCH = do_POST = do_PUT = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def recording_api_server(home: Path) -> Iterator[tuple[dict[str, str], list[tuple[str, str]]]]:
+    """A loopback API server and the environment that points the real kubectl at it."""
+    requests: list[tuple[str, str]] = []
+    handler = type("Handler", (_Recorder,), {"requests": requests})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    kubeconfig = home / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
+                ],
+                "users": [{"name": "u", "user": {"token": "test"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    kubectl = shutil.which("kubectl")
+    assert kubectl is not None
+    env = {"PATH": str(Path(kubectl).parent), "KUBECONFIG": str(kubeconfig), "HOME": str(home)}
+    try:
+        yield env, requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.parametrize(
+    "kind",
+    [
+        # kubectl reads these as options: a raw DELETE of any API path, past the label
+        "--raw=/api/v1/namespaces/kube-system",
+        "--raw=/api/v1/namespaces/edge/secrets/rciots-agent-identity",
+        # and every object of that name, labelled or not, in every namespace
+        "-A",
+    ],
+)
+def test_a_kind_from_the_manifests_is_never_read_as_a_kubectl_option(tmp_path, kind):
+    # A tenant's manifest can carry any kind: applying it fails, so it stays in the inventory
+    # (a failed resource may exist in part), and when it leaves the bundle it is pruned.
+    planted = ResourceId("v1", kind, "x", "edge")
+    empty = Bundle("rev", digest_of(""), "", ())
+    with recording_api_server(tmp_path) as (env, requests):
+        result = applier.create("kubectl", env=env, timeout=30).apply(empty, [planted])
+    assert [method for method, _ in requests if method != "GET"] == []
+    # nothing of a kind Kubernetes cannot have can exist: there is nothing to prune
+    assert actions(result) == [(planted, "pruned")]
+    assert applier.inventory_after([planted], result) == ()

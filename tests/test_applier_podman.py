@@ -226,3 +226,31 @@ def test_a_workload_is_taken_down_even_when_its_state_was_lost(host, tmp_path):
     result = podman.apply(bundle_of(), inventory)
     assert outcomes(result) == [(f"Pod/lone-{host.suffix}", "pruned")]
     assert host.pods() == {}
+
+
+def test_a_name_from_the_manifests_is_never_read_as_a_podman_option(host, tmp_path):
+    # A podman store of this test's own: were the name read as an option, "podman secret rm
+    # --all" would remove every secret of the podman it runs against.
+    storage = tmp_path / "storage.conf"
+    storage.write_text(
+        f'[storage]\ndriver = "vfs"\ngraphroot = "{tmp_path / "root"}"\n'
+        f'runroot = "{tmp_path / "run"}"\n'
+    )
+    own = Host({**host.env, "CONTAINERS_STORAGE_CONF": str(storage)}, host.image, host.suffix)
+    keep = f"keep-{host.suffix}"
+    own.podman("secret", "create", keep, "-", stdin=b"not the tenant's")
+    assert keep not in host.names("secret"), "the test's podman store is not its own"
+
+    # A tenant's manifest can name a Secret anything: podman refuses to play this one, so it
+    # stays in the inventory (a failed resource may exist in part), and leaving the bundle
+    # it is pruned.
+    planted = ResourceId("v1", "Secret", "--all")
+    text = "apiVersion: v1\ndata:\n  a: eA==\nkind: Secret\nmetadata:\n  name: --all\n"
+    podman = applier.create("podman", root=tmp_path / "state", env=own.env)
+    first = podman.apply(bundle_of((planted, text)), [])
+    assert outcomes(first) == [("Secret/--all", "failed")]
+    second = podman.apply(bundle_of(), applier.inventory_after([], first))
+    # podman has no secret of a name it refuses: there is nothing to remove
+    assert outcomes(second) == [("Secret/--all", "pruned")]
+    assert applier.inventory_after([planted], second) == ()
+    assert own.names("secret") == {keep}

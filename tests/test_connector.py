@@ -9,7 +9,7 @@ reconnect and resync; another CA, an expired certificate, another device's token
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import dataclasses
 import logging
 import shutil
@@ -286,9 +286,16 @@ def test_strangers_are_refused(tmp_path: Path) -> None:
 
 
 async def hello_with(
-    url: str, root: str, chain: bytes, key: object, device_id: str, token: str
+    url: str,
+    root: str,
+    chain: bytes,
+    key: object,
+    device_id: str,
+    token: str,
+    before_hello: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> int | None:
-    """Connect with ``chain`` and ``key``, say hello with ``token``; the close code."""
+    """Connect with ``chain`` and ``key``, (await ``before_hello``,) say hello with ``token``;
+    the close code, or None when the session is still open 5 s later."""
     folder = Path(tempfile.mkdtemp(prefix="rciots-client-"))
     try:
         key_pem = (
@@ -305,16 +312,74 @@ async def hello_with(
         context = ssl.create_default_context(cadata=root)
         context.load_cert_chain(folder / "chain.pem", folder / "key.pem")
         async with connect(url, ssl=context, open_timeout=10) as connection:
+            if before_hello is not None:
+                await before_hello()
             session = protocol.AgentSession(device_id, token, "test", None)
             session.hello()
             for text in session.outgoing():
                 await connection.send(text)
-            with contextlib.suppress(ConnectionClosed):
-                while True:
-                    session.receive(await connection.recv())
-            return connection.close_code
+            try:
+                async with asyncio.timeout(5):
+                    while True:
+                        session.receive(await connection.recv())
+            except ConnectionClosed:
+                return connection.close_code
+            except TimeoutError:
+                return None  # let in: the session stays open
     finally:
         shutil.rmtree(folder)
+
+
+def test_a_device_disabled_while_its_connection_waits_for_the_hello_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The certificate is checked before the upgrade; the hello comes up to hello_timeout
+    later. A device disabled in between (a reconcile pass, whose enforce() sees only sessions
+    already open) is refused at its hello, not let in until the next change of the fleet."""
+
+    async def body(remote: gitserver.Remote, tmp: Path) -> None:
+        async with controller(settings(remote, tmp / "state")) as running:
+            assert running.connector is not None
+            assert running.authority is not None
+            key = ("acme-sensors", "wh-08")
+            agent = connected_agent(tmp / "agent", running, "wh-08")
+            agent.start()
+            await in_sync(running, key)
+            await agent.halt()
+            mine = DirectoryIdentity(tmp / "agent" / "identity").load()
+            assert mine is not None
+
+            async def disable() -> None:
+                remote.commit(
+                    {
+                        f"{DEVICE_DIR}/wh-08/device.yaml": (
+                            "apiVersion: rciots.io/v1\nkind: Device\nmetadata:\n"
+                            "  name: wh-08\nspec:\n  enabled: false\n"
+                        )
+                    },
+                    "disable wh-08",
+                )
+
+                def denied() -> bool:
+                    """the pass that read the commit denies the device"""
+                    return mine.device_id in running.access.denied
+
+                await aio.eventually(denied, within=8)
+
+            code = await hello_with(
+                f"wss://127.0.0.1:{running.connector.port}{connector.PATH}",
+                running.authority.ca_bundle_pem().decode(),
+                mine.certificate_pem,
+                mine.key_pem,
+                mine.device_id,
+                mine.device_token,
+                before_hello=disable,
+            )
+            assert code == protocol.CloseCode.FORBIDDEN
+            assert mine.device_id not in running.connector.sessions
+            assert not running.observed[key].connected
+
+    run_test(tmp_path, body)
 
 
 def test_a_certificate_past_two_thirds_of_its_life_is_renewed(tmp_path: Path) -> None:

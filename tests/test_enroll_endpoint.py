@@ -4,6 +4,8 @@ client: every answer, rate limits, the body cap, and maxDevices under concurrenc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
@@ -163,6 +165,14 @@ def test_forbidden_and_conflict_answers_say_why(tmp_path):
             "labels: a=b c is not a valid Kubernetes label",
         ),
         (b'{"token": "t", "name": "n", "csr": "c", "system": [1]}', "system: an object"),
+        # what json.loads cannot or should not hand on: deep nesting, and text that is not
+        # Unicode (a lone surrogate, which no answer or log can encode either)
+        (b"[" * 50_000, "the body is not JSON"),
+        (b'{"token": "t", "name": "n", "csr": "c", "system": ' + b'{"a": ' * 5_000, "not JSON"),
+        (b'{"token": "rciots-pt-\\ud800", "name": "n", "csr": "c"}', "not Unicode"),
+        (b'{"token": "t", "name": "n", "csr": "\\udfff"}', "not Unicode"),
+        (b'{"token": "t", "name": "n", "csr": "c", "labels": {"a": "\\ud800"}}', "not Unicode"),
+        (b'{"token": "t", "name": "n", "csr": "c", "\\ud800": 1}', "not Unicode"),
     ],
 )
 def test_a_malformed_request_is_422_naming_the_field(tmp_path, payload, message):
@@ -198,6 +208,32 @@ def test_a_body_over_the_cap_is_413(tmp_path):
         assert declared.status_code == 413
         assert declared.json() == {"error": "the body is larger than 4096 bytes"}
         assert declared.headers["Connection"] == "close"
+
+    serve(tmp_path, test, limits=limits)
+
+
+def test_a_body_that_does_not_come_whole_in_time_is_408_and_the_connection_closed(tmp_path):
+    """A client that declares a body and sends part of it no longer holds the request open
+    (before a token is even looked at)."""
+    limits = dataclasses.replace(OPEN, body_timeout=0.5)
+
+    async def test(client: Client, store: registry.Registry) -> None:
+        trust = ssl.create_default_context(cafile=str(tmp_path / "ca" / "root.pem"))
+        port = client.base_url.port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=trust)
+        try:
+            writer.write(
+                b"POST /v1/enroll HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                b'{"token": "rciots-pt-'
+            )
+            answer = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+        finally:
+            writer.close()
+        head, _, text = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408")
+        assert b"connection: close" in head.lower()
+        assert json.loads(text) == {"error": "the body did not come whole within 0.5 s"}
 
     serve(tmp_path, test, limits=limits)
 

@@ -66,6 +66,7 @@ def test_an_auto_token_gives_an_identity_at_once(enroller, store, authority):
     # only the device token's hash is kept
     assert entry.device_token_hash == tokens.hash_token(device_token)
     assert device_token not in repr(entry)
+    assert device_token not in repr(answer)  # an answer shown in a log or a traceback
     # the token's labels win over the device's own
     assert entry.labels == {"site": "lyon", "role": "gw", "extra": "x"}
     leaf = x509.load_pem_x509_certificates(str(body["certificateChain"]).encode())[0]

@@ -9,7 +9,9 @@ credentials are throttled) come last.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import re
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +42,11 @@ class Fleet:
             settings(self.remote, folder / "state"),
             listen=("127.0.0.1", 0),
             page=statuspage.PageSettings(
-                admin_token=ADMIN, repo_web_url=WEB, min_rebuild=0.05, event_poll=0.05
+                admin_token=ADMIN,
+                repo_web_url=WEB,
+                min_rebuild=0.05,
+                event_poll=0.05,
+                body_timeout=0.5,
             ),
         )
         self.live = LiveController(wanted)
@@ -365,6 +371,22 @@ def test_login_sets_a_strict_http_only_cookie_and_pages_carry_security_headers(
         assert logout.status_code == 303
         assert 'rciots_credential=""' in logout.headers["set-cookie"]
         assert client.get("/").status_code == 303
+
+
+def test_a_login_form_that_does_not_come_whole_in_time_is_refused(fleet: Fleet) -> None:
+    """A client that declares a form and sends part of it no longer holds the request open."""
+    address = httpx.URL(fleet.live.url)
+    request = (
+        b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nSec-Fetch-Site: same-origin\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+        b"credential=rciots-"
+    )
+    with socket.create_connection((address.host, address.port), timeout=5) as connection:
+        connection.sendall(request)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        assert response.status == 401
+        assert "not a valid credential" in response.read().decode()
 
 
 def test_a_stopped_agent_goes_offline_and_the_event_stream_says_so(fleet: Fleet) -> None:

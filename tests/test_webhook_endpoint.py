@@ -97,7 +97,7 @@ def server() -> Iterator[Server]:
     # a second route in the same app, as the status page will mount it, with a small limit
     app.include_router(
         webhook_endpoint.webhook_router(
-            SECRET, BRANCH, pushes, max_body_bytes=SMALL, path="/hooks/small"
+            SECRET, BRANCH, pushes, max_body_bytes=SMALL, path="/hooks/small", body_timeout=0.5
         )
     )
     with serving(app) as port:
@@ -288,6 +288,25 @@ def test_chunked_body_over_the_limit_is_refused_without_reading_to_the_end(
         response.begin()
         assert response.status == 413
         assert json.loads(response.read()) == {"detail": f"the body is larger than {SMALL} bytes"}
+    assert pushes.taken() == []
+
+
+def test_a_body_that_does_not_come_whole_in_time_is_refused(server: Server, pushes: Pushes) -> None:
+    """A client that declares a body and sends part of it no longer holds the request open:
+    408, and the connection is closed (the rest of the body is never read)."""
+    body = payload()
+    head = "".join(f"{name}: {value}\r\n" for name, value in github(body).items())
+    request = (
+        f"POST /hooks/small HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as connection:
+        connection.sendall(request + body[:10])
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        assert response.status == 408
+        assert response.getheader("Connection") == "close"
+        assert json.loads(response.read()) == {"detail": "the body did not come whole within 0.5 s"}
     assert pushes.taken() == []
 
 
