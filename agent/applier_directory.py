@@ -149,7 +149,7 @@ class DirectoryApplier:
     def _current(self) -> Path | None:
         try:
             target = os.readlink(self.root / "current")
-        except (FileNotFoundError, OSError):
+        except OSError:  # no link yet, or something else in its place
             return None
         path = self.root / target
         return path if path.parent == self.root / "bundles" and path.is_dir() else None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import platform
 import ssl
 import urllib.error
@@ -38,8 +37,6 @@ __all__ = [
     "new_key_pem",
     "trust_context",
 ]
-
-log = logging.getLogger(__name__)
 
 PATH = "/v1/enroll"
 _TIMEOUT = 30.0

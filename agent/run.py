@@ -372,12 +372,10 @@ def _applier(config: AgentConfig) -> applier.Applier:
 
 
 def identity_store(config: AgentConfig) -> IdentityStore:
+    """Where the identity is kept: the Secret ``identity_secret`` names (``config.load`` checked
+    it is NAMESPACE/NAME), else ``STATE-DIR/identity/``."""
     if config.identity_secret:
         namespace, _, name = config.identity_secret.partition("/")
-        if not name:
-            raise ValueError(
-                f"identity_secret must be NAMESPACE/NAME, not {config.identity_secret!r}"
-            )
         return SecretIdentity(config.kubectl or "kubectl", namespace, name)
     return DirectoryIdentity(config.state_dir / "identity")
 
