@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from rciots.agent import __version__, config, enroll, state
 
-if TYPE_CHECKING:  # the command line stays quick: websockets and the appliers load to run
+if TYPE_CHECKING:  # the command line stays quick: websockets loads only to run
     from rciots.agent import run
 
 __all__ = ["main"]
