@@ -44,6 +44,7 @@ class Option:
     help: str
     kind: type = str
     secret: bool = False
+    metavar: str = ""  # the value's name in --help; default: the name's last word
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -91,12 +92,14 @@ OPTIONS: tuple[Option, ...] = (
         "RCIOTS_IDENTITY_SECRET",
         None,
         "in a cluster: NAMESPACE/NAME of a Secret to keep the identity in, through kubectl",
+        metavar="NAMESPACE/NAME",
     ),
     Option(
         "applier",
         "RCIOTS_APPLIER",
         "directory",
         "how manifests are applied: directory, podman, kubectl or oc",
+        metavar="KIND",
     ),
     Option(
         "output_dir",
@@ -104,8 +107,14 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "the directory applier's folder (default: STATE-DIR/manifests)",
     ),
-    Option("kubectl", "RCIOTS_KUBECTL", None, "the kubectl or oc executable (default: on PATH)"),
-    Option("podman", "RCIOTS_PODMAN", "podman", "the podman executable"),
+    Option(
+        "kubectl",
+        "RCIOTS_KUBECTL",
+        None,
+        "the kubectl or oc executable (default: on PATH)",
+        metavar="PROGRAM",
+    ),
+    Option("podman", "RCIOTS_PODMAN", "podman", "the podman executable", metavar="PROGRAM"),
     Option(
         "connector_url",
         "RCIOTS_CONNECTOR_URL",
@@ -124,6 +133,7 @@ OPTIONS: tuple[Option, ...] = (
         300.0,
         "longest wait in seconds between connection attempts (exponential backoff, full jitter)",
         kind=float,
+        metavar="SECONDS",
     ),
 )
 

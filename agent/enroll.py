@@ -43,8 +43,10 @@ _TIMEOUT = 30.0
 
 
 class EnrollError(Exception):
-    """Enrollment failed in a way that waiting will not mend (a refused token, a conflict);
-    ``status`` is the HTTP status, 0 when the controller could not be reached."""
+    """Enrollment failed: refused, or no answer. ``status`` is the HTTP status (0 when no HTTP
+    answer came); ``retryable`` says whether asking again later can help (no answer, 429, a
+    server error) or not (a refused token, a conflict); ``retry_after`` is the wait the
+    controller asked for, if any."""
 
     def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
