@@ -32,6 +32,7 @@ from rciots.agent.state import Identity, IdentityStore
 __all__ = [
     "EnrollError",
     "Pending",
+    "certifies",
     "enroll",
     "make_csr",
     "new_key_pem",
@@ -81,6 +82,18 @@ def make_csr(key_pem: bytes, name: str) -> str:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def certifies(certificate_chain_pem: str, key_pem: bytes) -> bool:
+    """Whether the first certificate of the chain is for the key of ``key_pem`` (the two go
+    into TLS together, which refuses a pair that does not match)."""
+    try:
+        leaf = x509.load_pem_x509_certificates(certificate_chain_pem.encode())[0]
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, IndexError):
+        return False
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return leaf.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
 
 
 def trust_context(ca_file: Path | None = None, ca_pem: bytes | None = None) -> ssl.SSLContext:

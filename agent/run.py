@@ -15,7 +15,8 @@ session queues, handle each event.
 - While disconnected nothing is undone: what was applied keeps running. Reconnects wait with
   capped exponential backoff and full jitter, reset after a session that lasted.
 - The certificate is renewed when the connector asks: a new key and CSR; the key replaces the
-  old one only together with the certificate that arrives for it.
+  old one only together with the certificate that arrives for it (a certificate for an
+  earlier key is ignored).
 """
 
 from __future__ import annotations
@@ -275,6 +276,10 @@ class Agent:
         assert self.identity is not None
         if self._renewal_key is None:
             log.warning("a certificate arrived that was not asked for; ignored")
+            return
+        if not enroll.certifies(event.certificate_chain, self._renewal_key):
+            # the answer to an earlier request, whose key a later request replaced
+            log.warning("a certificate arrived for a key other than the newest; ignored")
             return
         renewed = replace(
             self.identity,
