@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.typing import Data
 
-from rciots.agent import __version__, applier, enroll, protocol
+from rciots.agent import __version__, applier, applier_support, enroll, protocol
 from rciots.agent.atomicfile import write_atomically
 from rciots.agent.backoff import Backoff
 from rciots.agent.bundle import ApplyResult, Bundle
@@ -304,7 +304,7 @@ class Agent:
             if desired is None:
                 continue
             bundle = desired.bundle
-            result = await asyncio.to_thread(self.applier.apply, bundle, self.inventory)
+            result = await asyncio.to_thread(self._apply, bundle)
             self.inventory = applier.inventory_after(self.inventory, result)
             await asyncio.to_thread(self._record, bundle, result)
             log.info(
@@ -313,6 +313,17 @@ class Agent:
                 "ok" if result.ok else f"failed ({result.error or 'see resources'})",
             )
             await self._answer(desired, result)
+
+    def _apply(self, bundle: Bundle) -> ApplyResult:
+        """The applier's result. An exception from the applier (what it did not foresee, or
+        a bug) is a failed apply as well, reported as such, so that the agent goes on."""
+        try:
+            return self.applier.apply(bundle, self.inventory)
+        except Exception as exc:
+            hidden = applier_support.Redactor.for_documents(bundle.documents())
+            error = f"the {self.applier.kind} applier failed: {type(exc).__name__}: {exc}"
+            log.error("%s", hidden.clean(error))
+            return ApplyResult(bundle.digest, error=hidden.clean(error))
 
     async def _answer(self, desired: _Desired, result: ApplyResult) -> None:
         """Tell the connector what an apply gave, in the session that asked for it."""

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import re
+import shutil
 import ssl
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -393,6 +394,46 @@ def test_state_files_that_cannot_be_written_do_not_stop_applying(
             str(tmp_path / "agent" / "desired.json"),
             str(tmp_path / "agent" / "applied.json"),
         ]
+
+    aio.run(body(), timeout=30)
+
+
+def test_an_applier_that_raises_is_a_failed_apply_and_the_agent_goes_on(tmp_path: Path) -> None:
+    """An applier raises only for what it did not foresee: here the podman applier (with
+    `true` as its tool, which succeeds at everything) cannot write its record, because a file
+    stands where its folder should be. The agent answers that desired state as failed, with
+    the error, and applies the next one once the obstacle is gone."""
+    remote = gitserver.make_remote(tmp_path / "fleet.git", source=EXAMPLE)
+    key = ("acme-sensors", "run-applier-raises")
+    kustomization = f"{SMALL_TEMPLATE}/kustomization.yaml"
+    tool = shutil.which("true")
+    assert tool is not None
+    obstacle = tmp_path / "agent" / "podman"  # the podman applier's folder
+    obstacle.parent.mkdir()
+    obstacle.write_text("a file where the podman applier's folder should be")
+
+    async def body() -> None:
+        async with controller(settings(remote, tmp_path / "state")) as running:
+            made = agent_config(tmp_path / "agent", running, key[1], applier="podman", podman=tool)
+            agent = Running(made)
+
+            def failed() -> bool:
+                """the controller heard the apply failed, and why"""
+                seen = running.observed.get(key)
+                return seen is not None and seen.tried_error is not None
+
+            await aio.eventually(failed, within=10)
+            error = running.observed[key].tried_error
+            assert error is not None
+            assert error.startswith("the podman applier failed: FileExistsError: ")
+            assert reported(running, key) is None
+
+            obstacle.unlink()
+            original = (remote.work / kustomization).read_text()
+            remote.commit({kustomization: original + "nameSuffix: -v2\n"}, "rename")
+            await in_sync(running, key, within=10)
+            assert not agent.task.done()
+            await agent.halt()
 
     aio.run(body(), timeout=30)
 
