@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rciots.agent import applier_support
+from rciots.agent.atomicfile import fsync_folder
 from rciots.agent.bundle import ApplyResult, Bundle, BundleError, ResourceId, ResourceResult
 
 __all__ = ["DirectoryApplier", "file_name"]
@@ -129,9 +130,9 @@ class DirectoryApplier:
         _write_file(target / "bundle.yaml", bundle.manifests.encode())
         summary = {"revision": bundle.revision, "digest": bundle.digest, "resources": index}
         _write_file(target / "index.json", (json.dumps(summary, indent=2) + "\n").encode())
-        _sync_directory(target / "resources")
-        _sync_directory(target)
-        _sync_directory(bundles)
+        fsync_folder(target / "resources")
+        fsync_folder(target)
+        fsync_folder(bundles)
 
         # the commit point: one rename moves current from the old folder to the new one
         link = self.root / f".current.{secrets.token_hex(4)}.tmp"
@@ -141,14 +142,14 @@ class DirectoryApplier:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 link.unlink()
-        _sync_directory(self.root)
+        fsync_folder(self.root)
         self._remove_others(bundles, target)
         return results
 
     def _current(self) -> Path | None:
         try:
             target = os.readlink(self.root / "current")
-        except (FileNotFoundError, OSError):
+        except OSError:  # no link yet, or something else in its place
             return None
         path = self.root / target
         return path if path.parent == self.root / "bundles" and path.is_dir() else None
@@ -190,11 +191,3 @@ def _write_file(path: Path, data: bytes) -> None:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
-
-
-def _sync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

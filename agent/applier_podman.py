@@ -31,19 +31,17 @@ taken down by a document made from its name alone (one replica).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rciots.agent import applier_support
+from rciots.agent.atomicfile import write_atomically
 from rciots.agent.bundle import ApplyResult, Bundle, ResourceId, ResourceResult
 
 __all__ = ["DEFAULT_TIMEOUT", "STATE_FILE", "WORKLOAD_KINDS", "PodmanApplier"]
@@ -399,24 +397,7 @@ def _load_state(root: Path) -> dict[str, dict[str, Any]]:
 
 
 def _save_state(root: Path, state: dict[str, dict[str, Any]]) -> None:
-    """Temp file, fsync, rename: a crash leaves the old state or the new one."""
+    """Replaced atomically: a crash leaves the old state or the new one."""
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = (
-        json.dumps({"version": 1, "resources": state}, indent=1, sort_keys=True) + "\n"
-    ).encode()
-    temporary = root / f".{STATE_FILE}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, root / STATE_FILE)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    data = json.dumps({"version": 1, "resources": state}, indent=1, sort_keys=True) + "\n"
+    write_atomically(root / STATE_FILE, data.encode(), 0o600)

@@ -269,10 +269,10 @@ def prepare(
 
 def summary(result: ApplyResult) -> str:
     """``2 applied, 1 pruned``: how a log line sums up a result."""
+    if result.error:
+        return f"error: {result.error}"
     counts: dict[str, int] = {}
     for outcome in result.resources:
         counts[outcome.action] = counts.get(outcome.action, 0) + 1
     text = ", ".join(f"{count} {action}" for action, count in sorted(counts.items()))
-    if result.error:
-        return f"error: {result.error}"
     return text or "nothing to do"

@@ -1,9 +1,10 @@
 """Durable file writes: a file is either its old content or its new content, never half.
 
-Used wherever a crash must not lose or corrupt state: the agent's state directory (identity,
-last desired and applied bundle), and the controller's CA files. Temp file in the same folder,
-written and fsynced, renamed over the target, then the folder fsynced so that the rename
-itself survives a power cut.
+Position in the flow: under everything the agent keeps on disk (``state``: identity, desired
+and applied bundles, inventory; the podman applier's record; the directory applier's bundles)
+and the controller's CA files (``castore``). A temporary file in the same folder is written
+and fsynced, renamed over the target, then the folder is fsynced so that the rename itself
+survives a power cut.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["write_atomically"]
+__all__ = ["fsync_folder", "write_atomically"]
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -32,8 +33,13 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make what changed in ``folder`` (a rename, a new or removed entry) durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(folder)
+        os.fsync(fd)
     finally:
-        os.close(folder)
+        os.close(fd)

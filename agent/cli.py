@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from rciots.agent import __version__, config, enroll, state
 
-if TYPE_CHECKING:  # the command line stays quick: websockets and the appliers load to run
+if TYPE_CHECKING:  # the command line stays quick: websockets loads only to run
     from rciots.agent import run
 
 __all__ = ["main"]
@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_argument(
             f"--{option.name.replace('_', '-')}",
             dest=option.name,
-            metavar=option.name.split("_")[-1].upper(),
+            metavar=option.metavar or option.name.split("_")[-1].upper(),
             help=f"{option.help}{default}; ${option.env}",
         )
     # not an option: caught so that argparse cannot take it for an abbreviation of

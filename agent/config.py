@@ -20,10 +20,12 @@ import socket
 import sys
 import tomllib
 import urllib.parse
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rciots.agent.applier import KINDS
 
 __all__ = ["OPTIONS", "AgentConfig", "ConfigError", "Option", "load", "reference_markdown"]
 
@@ -42,6 +44,7 @@ class Option:
     help: str
     kind: type = str
     secret: bool = False
+    metavar: str = ""  # the value's name in --help; default: the name's last word
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -89,12 +92,14 @@ OPTIONS: tuple[Option, ...] = (
         "RCIOTS_IDENTITY_SECRET",
         None,
         "in a cluster: NAMESPACE/NAME of a Secret to keep the identity in, through kubectl",
+        metavar="NAMESPACE/NAME",
     ),
     Option(
         "applier",
         "RCIOTS_APPLIER",
         "directory",
         "how manifests are applied: directory, podman, kubectl or oc",
+        metavar="KIND",
     ),
     Option(
         "output_dir",
@@ -102,8 +107,14 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "the directory applier's folder (default: STATE-DIR/manifests)",
     ),
-    Option("kubectl", "RCIOTS_KUBECTL", None, "the kubectl or oc executable (default: on PATH)"),
-    Option("podman", "RCIOTS_PODMAN", "podman", "the podman executable"),
+    Option(
+        "kubectl",
+        "RCIOTS_KUBECTL",
+        None,
+        "the kubectl or oc executable (default: on PATH)",
+        metavar="PROGRAM",
+    ),
+    Option("podman", "RCIOTS_PODMAN", "podman", "the podman executable", metavar="PROGRAM"),
     Option(
         "connector_url",
         "RCIOTS_CONNECTOR_URL",
@@ -122,6 +133,7 @@ OPTIONS: tuple[Option, ...] = (
         300.0,
         "longest wait in seconds between connection attempts (exponential backoff, full jitter)",
         kind=float,
+        metavar="SECONDS",
     ),
 )
 
@@ -147,7 +159,6 @@ class AgentConfig:
         return self.output_dir or self.state_dir / "manifests"
 
 
-_APPLIERS = ("directory", "podman", "kubectl", "oc")
 _PATHS = {"ca_file", "state_dir", "output_dir"}
 _URLS = (
     ("enroll_url", "https", "https://controller.example:8443"),
@@ -219,30 +230,39 @@ def _build(values: dict[str, object], sources: Mapping[str, str]) -> AgentConfig
     def where(name: str) -> str:
         return f"{name} (from {sources.get(name, 'the default')})"
 
-    settings: dict[str, Any] = {}
-    for option in OPTIONS:
-        if option.name in ("token", "token_file") or option.name not in values:
-            continue
-        value = values[option.name]
-        if option.name == "labels":
-            settings["labels"] = _labels(value, where("labels"))
-        elif option.kind is float:
-            try:
-                number = float(str(value))
-            except ValueError:
-                raise ConfigError(f"{where(option.name)}: not a number: {value!r}") from None
-            # NaN passes every comparison and inf would wait for ever
-            if not math.isfinite(number):
-                raise ConfigError(f"{where(option.name)}: not a finite number: {value!r}")
-            settings[option.name] = number
-            if number <= 0:
-                raise ConfigError(f"{where(option.name)}: must be more than 0")
-        elif option.name in _PATHS:
-            settings[option.name] = Path(str(value))
-        else:
-            settings[option.name] = str(value)
-    if settings.get("applier", "directory") not in _APPLIERS:
-        raise ConfigError(f"{where('applier')}: must be one of {', '.join(_APPLIERS)}")
+    settings: dict[str, Any] = {
+        option.name: _typed(option, values[option.name], where(option.name))
+        for option in OPTIONS
+        if option.name in values and option.name not in _TOKEN_OPTIONS
+    }
+    _check(settings, where)
+    return AgentConfig(**settings, token=_token(values, where))
+
+
+def _typed(option: Option, value: object, where: str) -> object:
+    """The value of one option as AgentConfig holds it; ConfigError when it has none."""
+    if option.name == "labels":
+        return _labels(value, where)
+    if option.kind is float:
+        try:
+            number = float(str(value))
+        except ValueError:
+            raise ConfigError(f"{where}: not a number: {value!r}") from None
+        # NaN passes every comparison and inf would wait for ever
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: not a finite number: {value!r}")
+        if number <= 0:
+            raise ConfigError(f"{where}: must be more than 0")
+        return number
+    if option.name in _PATHS:
+        return Path(str(value))
+    return str(value)
+
+
+def _check(settings: Mapping[str, Any], where: Callable[[str], str]) -> None:
+    """The rules between the typed values: found at start, since waiting mends none of them."""
+    if settings.get("applier", "directory") not in KINDS:
+        raise ConfigError(f"{where('applier')}: must be one of {', '.join(KINDS)}")
     # found here, not at the first request: a bad URL is no reason to retry
     for name, scheme, example in _URLS:
         url = settings.get(name)
@@ -257,6 +277,10 @@ def _build(values: dict[str, object], sources: Mapping[str, str]) -> AgentConfig
             f"{where('identity_secret')}: must be NAMESPACE/NAME, such as "
             f"edge/rciots-agent-identity, not {secret!r}"
         )
+
+
+def _token(values: Mapping[str, object], where: Callable[[str], str]) -> str | None:
+    """The provisioning token: given itself, or read from ``token_file``; None without."""
     token = values.get("token")
     if token is not None:  # copied with its newline, as a token file often is
         token = str(token).strip()
@@ -270,9 +294,7 @@ def _build(values: dict[str, object], sources: Mapping[str, str]) -> AgentConfig
             raise ConfigError(f"{where('token_file')}: not UTF-8 text") from None
         if not token:
             raise ConfigError(f"{where('token_file')}: the file is empty")
-    settings["token"] = str(token) if token else None
-    known = {f.name for f in fields(AgentConfig)}
-    return AgentConfig(**{k: v for k, v in settings.items() if k in known})
+    return str(token) if token else None
 
 
 def _labels(value: object, where: str) -> dict[str, str]:
@@ -296,6 +318,14 @@ def _is_url(text: str, scheme: str) -> bool:
     except ValueError:
         return False
     return parts.scheme.lower() == scheme and bool(parts.hostname)
+
+
+def host_device_name(hostname: str) -> str:
+    """A device name the controller accepts (a DNS-1123 label) from a host name: its first
+    label, in lower case, with anything but letters, digits and '-' made '-'."""
+    label = hostname.split(".", 1)[0].lower()
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "-") else "-" for c in label)
+    return cleaned.strip("-")[:63].strip("-") or "device"
 
 
 def reference_markdown() -> str:
@@ -328,11 +358,3 @@ def _main(argv: Sequence[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(_main(sys.argv[1:]))
-
-
-def host_device_name(hostname: str) -> str:
-    """A device name the controller accepts (a DNS-1123 label) from a host name: its first
-    label, in lower case, with anything but letters, digits and '-' made '-'."""
-    label = hostname.split(".", 1)[0].lower()
-    cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "-") else "-" for c in label)
-    return cleaned.strip("-")[:63].strip("-") or "device"

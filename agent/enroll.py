@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import platform
 import ssl
 import urllib.error
@@ -33,21 +32,22 @@ from rciots.agent.state import Identity, IdentityStore
 __all__ = [
     "EnrollError",
     "Pending",
+    "certifies",
     "enroll",
     "make_csr",
     "new_key_pem",
     "trust_context",
 ]
 
-log = logging.getLogger(__name__)
-
 PATH = "/v1/enroll"
 _TIMEOUT = 30.0
 
 
 class EnrollError(Exception):
-    """Enrollment failed in a way that waiting will not mend (a refused token, a conflict);
-    ``status`` is the HTTP status, 0 when the controller could not be reached."""
+    """Enrollment failed: refused, or no answer. ``status`` is the HTTP status (0 when no HTTP
+    answer came); ``retryable`` says whether asking again later can help (no answer, 429, a
+    server error) or not (a refused token, a conflict); ``retry_after`` is the wait the
+    controller asked for, if any."""
 
     def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -82,6 +82,18 @@ def make_csr(key_pem: bytes, name: str) -> str:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def certifies(certificate_chain_pem: str, key_pem: bytes) -> bool:
+    """Whether the first certificate of the chain is for the key of ``key_pem`` (the two go
+    into TLS together, which refuses a pair that does not match)."""
+    try:
+        leaf = x509.load_pem_x509_certificates(certificate_chain_pem.encode())[0]
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, IndexError):
+        return False
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return leaf.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
 
 
 def trust_context(ca_file: Path | None = None, ca_pem: bytes | None = None) -> ssl.SSLContext:

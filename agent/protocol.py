@@ -1012,9 +1012,10 @@ class AgentSession(_Session):
 
     ``applied``: the bundle the device runs (from the agent's state), or None; it is the
     first delta base and its digest goes into the hello. Flow: ``hello`` -> ``Welcomed`` ->
-    ``DesiredReceived`` -> apply -> ``applied``; ``status`` every ``statusInterval`` and on
-    change; ``RenewRequested`` -> ``renew(csr)`` -> ``CertificateReceived``. The device token
-    is sent in the hello and nowhere else, and never shown by repr.
+    ``DesiredReceived`` -> apply -> ``applied``; ``status`` every ``statusInterval`` (sooner
+    when the caller wants to report a change); ``RenewRequested`` -> ``renew(csr)`` ->
+    ``CertificateReceived``. The device token is sent in the hello and nowhere else, and never
+    shown by repr.
     """
 
     _types = frozenset({"welcome", "desired", "renew", "certificate", "error"})

@@ -15,7 +15,8 @@ session queues, handle each event.
 - While disconnected nothing is undone: what was applied keeps running. Reconnects wait with
   capped exponential backoff and full jitter, reset after a session that lasted.
 - The certificate is renewed when the connector asks: a new key and CSR; the key replaces the
-  old one only together with the certificate that arrives for it.
+  old one only together with the certificate that arrives for it (a certificate for an
+  earlier key is ignored).
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import logging
 import ssl
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.typing import Data
 
-from rciots.agent import __version__, applier, enroll, protocol
+from rciots.agent import __version__, applier, applier_support, enroll, protocol
 from rciots.agent.atomicfile import write_atomically
 from rciots.agent.backoff import Backoff
 from rciots.agent.bundle import ApplyResult, Bundle
@@ -66,11 +69,11 @@ class Agent:
         self.identity: Identity | None = None
         self.session: protocol.AgentSession | None = None
         self._connection: ClientConnection | None = None  # the session's, while it is open
+        self._status_reports: asyncio.Task[None] | None = None  # the session's, once welcomed
         self.applied: tuple[Bundle, ApplyResult] | None = self.state.load_applied()
         self.inventory = self.state.load_inventory()
-        # desired, not yet applied: the session that sent it, its generation, the bundle
-        self._latest: tuple[protocol.AgentSession, int, Bundle] | None = None
-        self._wake = asyncio.Event()
+        self._to_apply: _Desired | None = None  # the newest desired state not yet applied
+        self._desired_arrived = asyncio.Event()
         self._renewal_key: bytes | None = None
 
     # -- enrollment -------------------------------------------------------------------------
@@ -120,19 +123,22 @@ class Agent:
     # -- the connection loop --------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Enroll if needed, then connect, session after session, until ``stop`` is set;
+        between two sessions wait with backoff (the longest after a refusal of the device)."""
         identity = await self.enrolled(stop)
         if identity is None:
             return
         self.identity = identity
         worker = asyncio.create_task(self._apply_worker(stop), name="apply")
         backoff = _backoff(self.config)
+        clock = asyncio.get_running_loop().time
         try:
             while not stop.is_set():
-                started = asyncio.get_running_loop().time()
+                started = clock()
                 code = await self._connect_once(stop)
                 if stop.is_set():
                     break
-                if asyncio.get_running_loop().time() - started > _LASTED:
+                if clock() - started > _LASTED:
                     backoff.reset()
                 wait = self.config.max_reconnect_delay if code in _REFUSED else backoff.next()
                 log.info("reconnecting in %.1f s", wait)
@@ -181,55 +187,29 @@ class Agent:
     async def _session(
         self, connection: ClientConnection, identity: Identity, stop: asyncio.Event
     ) -> int | None:
+        """Speak the protocol on an open connection until the session closes (or ``stop`` is
+        set); its close code. Each received text goes into the session, what the session
+        queued goes out, then each event is handled."""
         base = self.applied[0] if self.applied and self.applied[1].ok else None
         session = protocol.AgentSession(
             identity.device_id, identity.device_token, __version__, base
         )
         self.session, self._connection = session, connection
-        status: asyncio.Task[None] | None = None
         stopping = asyncio.create_task(stop.wait())
         try:
             session.hello()
-            await self._flush(connection)
+            await self._flush()
             while session.closed is None:
-                receiving = asyncio.create_task(connection.recv())
-                done, _ = await asyncio.wait(
-                    {receiving, stopping}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if stopping in done:
-                    receiving.cancel()
+                text = await _next_message(connection, stopping)
+                if text is None:
                     session.close(protocol.CloseCode.NORMAL, "the agent stops")
-                    await self._flush(connection)
+                    await self._flush()
                     break
-                events = session.receive(receiving.result())
-                await self._flush(connection)
+                events = session.receive(text)
+                await self._flush()
                 for event in events:
-                    if isinstance(event, protocol.Welcomed):
-                        log.info(
-                            "connected to %s", connection.request.path if connection.request else ""
-                        )
-                        status = asyncio.create_task(
-                            self._report_status(connection, event.settings.status_interval)
-                        )
-                    elif isinstance(event, protocol.DesiredReceived):
-                        await asyncio.to_thread(self._record_desired, event.bundle)
-                        log.info(
-                            "desired %s (%s, generation %d%s)",
-                            event.bundle.digest[:19],
-                            event.bundle.revision[:12],
-                            event.generation,
-                            ", delta" if event.delta else "",
-                        )
-                        self._latest = (session, event.generation, event.bundle)
-                        self._wake.set()
-                    elif isinstance(event, protocol.RenewRequested):
-                        self._renewal_key = enroll.new_key_pem()
-                        session.renew(enroll.make_csr(self._renewal_key, identity.name))
-                    elif isinstance(event, protocol.CertificateReceived):
-                        await self._renewed(event)
-                    elif isinstance(event, protocol.Closing):
-                        log.info("session closed: %d %s", event.code, event.reason)
-                await self._flush(connection)
+                    await self._handle(event, session, identity)
+                await self._flush()
             closed = session.closed
             return closed.code if closed else None
         except ConnectionClosed as closed_by_peer:
@@ -239,37 +219,67 @@ class Agent:
         finally:
             self.session, self._connection = None, None
             stopping.cancel()
-            if status is not None:
-                status.cancel()
+            if self._status_reports is not None:
+                self._status_reports.cancel()
+                self._status_reports = None
 
-    async def _flush(self, connection: ClientConnection) -> None:
-        session = self.session
-        if session is None:
+    async def _handle(
+        self, event: protocol.AgentEvent, session: protocol.AgentSession, identity: Identity
+    ) -> None:
+        """What the agent does with one event of its session."""
+        if isinstance(event, protocol.Welcomed):
+            request = self._connection.request if self._connection else None
+            log.info("connected to %s", request.path if request else "")
+            self._status_reports = asyncio.create_task(
+                self._report_status(event.settings.status_interval)
+            )
+        elif isinstance(event, protocol.DesiredReceived):
+            await asyncio.to_thread(self._record_desired, event.bundle)
+            log.info(
+                "desired %s (%s, generation %d%s)",
+                event.bundle.digest[:19],
+                event.bundle.revision[:12],
+                event.generation,
+                ", delta" if event.delta else "",
+            )
+            self._to_apply = _Desired(session, event.generation, event.bundle)
+            self._desired_arrived.set()
+        elif isinstance(event, protocol.RenewRequested):
+            self._renewal_key = enroll.new_key_pem()
+            session.renew(enroll.make_csr(self._renewal_key, identity.name))
+        elif isinstance(event, protocol.CertificateReceived):
+            await self._renewed(event)
+        elif isinstance(event, protocol.Closing):
+            log.info("session closed: %d %s", event.code, event.reason)
+
+    async def _flush(self) -> None:
+        """Send what the session queued; close the connection once the session is closed."""
+        session, connection = self.session, self._connection
+        if session is None or connection is None:
             return
         for text in session.outgoing():
             await connection.send(text)
         if session.closed is not None:
             await connection.close(session.closed.code, session.closed.reason)
 
-    async def _send_queued(self) -> None:
-        """Send what the session queued outside of the receive loop."""
-        if self._connection is not None:
-            with contextlib.suppress(ConnectionClosed):
-                await self._flush(self._connection)
-
-    async def _report_status(self, connection: ClientConnection, interval: int) -> None:
+    async def _report_status(self, interval: int) -> None:
+        """A status every ``interval`` seconds, for as long as the session lasts."""
         with contextlib.suppress(ConnectionClosed):
             while True:
                 await asyncio.sleep(interval)
                 if self.session is None:
                     return
                 self.session.status(summary={"resources": len(self.inventory)})
-                await self._flush(connection)
+                await self._flush()
 
     async def _renewed(self, event: protocol.CertificateReceived) -> None:
         assert self.identity is not None
         if self._renewal_key is None:
             log.warning("a certificate arrived that was not asked for; ignored")
+            return
+        if not enroll.certifies(event.certificate_chain, self._renewal_key):
+            # the answer to an earlier request, whose key a later request replaced
+            log.warning("a certificate arrived for a key other than the newest; ignored")
             return
         renewed = replace(
             self.identity,
@@ -285,14 +295,16 @@ class Agent:
     # -- applying ----------------------------------------------------------------------------
 
     async def _apply_worker(self, stop: asyncio.Event) -> None:
+        """Apply, one at a time in a thread, the newest desired state received; record and
+        answer each result."""
         while not stop.is_set():
-            await self._wake.wait()
-            self._wake.clear()
-            latest, self._latest = self._latest, None
-            if latest is None:
+            await self._desired_arrived.wait()
+            self._desired_arrived.clear()
+            desired, self._to_apply = self._to_apply, None
+            if desired is None:
                 continue
-            asked_by, generation, bundle = latest
-            result = await asyncio.to_thread(self.applier.apply, bundle, self.inventory)
+            bundle = desired.bundle
+            result = await asyncio.to_thread(self._apply, bundle)
             self.inventory = applier.inventory_after(self.inventory, result)
             await asyncio.to_thread(self._record, bundle, result)
             log.info(
@@ -300,23 +312,28 @@ class Agent:
                 bundle.digest[:19],
                 "ok" if result.ok else f"failed ({result.error or 'see resources'})",
             )
-            await self._answer(asked_by, generation, bundle, result)
+            await self._answer(desired, result)
 
-    async def _answer(
-        self,
-        asked_by: protocol.AgentSession,
-        generation: int,
-        bundle: Bundle,
-        result: ApplyResult,
-    ) -> None:
+    def _apply(self, bundle: Bundle) -> ApplyResult:
+        """The applier's result. An exception from the applier (what it did not foresee, or
+        a bug) is a failed apply as well, reported as such, so that the agent goes on."""
+        try:
+            return self.applier.apply(bundle, self.inventory)
+        except Exception as exc:
+            hidden = applier_support.Redactor.for_documents(bundle.documents())
+            error = f"the {self.applier.kind} applier failed: {type(exc).__name__}: {exc}"
+            log.error("%s", hidden.clean(error))
+            return ApplyResult(bundle.digest, error=hidden.clean(error))
+
+    async def _answer(self, desired: _Desired, result: ApplyResult) -> None:
         """Tell the connector what an apply gave, in the session that asked for it."""
         session = self.session
         # offline: the next hello says what runs; a newer desired's applied answers this one
-        if session is None or self._latest is not None:
+        if session is None or self._to_apply is not None:
             return
-        if session is asked_by:
-            session.applied(generation, result)
-        elif result.ok and session.applied_digest != bundle.digest:
+        if session is desired.session:
+            session.applied(desired.generation, result)
+        elif result.ok and session.applied_digest != desired.bundle.digest:
             # The session that asked ended during the apply. This one started from the
             # hello's digest, which is no longer what runs, and may never send the desired
             # state again (it was reverted meanwhile, say): start again with a true hello.
@@ -325,9 +342,11 @@ class Agent:
         else:
             return
         # now: the session loop sends only after it receives something
-        await self._send_queued()
+        with contextlib.suppress(ConnectionClosed):
+            await self._flush()
 
     def _record(self, bundle: Bundle, result: ApplyResult) -> None:
+        """Keep the inventory, and the bundle as applied when it applied (or is the first)."""
         remember = result.ok or self.applied is None
         if remember:
             self.applied = (bundle, result)
@@ -363,6 +382,25 @@ class Agent:
         return folder / "certificate.pem", folder / "key.pem"
 
 
+class _Desired(NamedTuple):
+    """A desired state received and not yet applied, with the session and generation that an
+    ``applied`` must name."""
+
+    session: protocol.AgentSession
+    generation: int
+    bundle: Bundle
+
+
+async def _next_message(connection: ClientConnection, stopping: asyncio.Task[bool]) -> Data | None:
+    """The next message received, or None once ``stopping`` is done (the agent stops)."""
+    receiving = asyncio.create_task(connection.recv())
+    done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if stopping in done:
+        receiving.cancel()
+        return None
+    return receiving.result()
+
+
 def _applier(config: AgentConfig) -> applier.Applier:
     if config.applier == "directory":
         return applier.create("directory", root=config.manifests_dir)
@@ -372,12 +410,10 @@ def _applier(config: AgentConfig) -> applier.Applier:
 
 
 def identity_store(config: AgentConfig) -> IdentityStore:
+    """Where the identity is kept: the Secret ``identity_secret`` names (``config.load`` checked
+    it is NAMESPACE/NAME), else ``STATE-DIR/identity/``."""
     if config.identity_secret:
         namespace, _, name = config.identity_secret.partition("/")
-        if not name:
-            raise ValueError(
-                f"identity_secret must be NAMESPACE/NAME, not {config.identity_secret!r}"
-            )
         return SecretIdentity(config.kubectl or "kubectl", namespace, name)
     return DirectoryIdentity(config.state_dir / "identity")
 

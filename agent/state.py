@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from rciots.agent import applier_support
-from rciots.agent.atomicfile import write_atomically
+from rciots.agent.atomicfile import fsync_folder, write_atomically
 from rciots.agent.bundle import ApplyResult, Bundle, ResourceId, ResourceResult
 
 __all__ = [
@@ -153,7 +153,7 @@ class DirectoryIdentity:
         for name in _WRITE_ORDER:
             with contextlib.suppress(FileNotFoundError):  # moved before a crash
                 os.replace(staging / name, self.folder / name)
-                _fsync_folder(self.folder)
+                fsync_folder(self.folder)
         shutil.rmtree(staging, ignore_errors=True)
 
     def load_pending_key(self) -> bytes | None:
@@ -354,11 +354,3 @@ def _secret_texts(files: dict[str, bytes]) -> list[str]:
         texts += [base64.b64encode(value).decode(), text.strip()]
         texts += [line.strip() for line in text.splitlines() if not line.startswith("-----")]
     return texts
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

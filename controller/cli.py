@@ -36,8 +36,9 @@ def build_parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
         prog="rciots",
         description=(
             "RCIoTs controller tools. A fleet repo holds tenants, provisioning tokens, devices, "
-            "fleets and Kustomize templates; these commands check and edit it. They change the "
-            "working tree only: you commit and open the pull request."
+            "fleets and Kustomize templates; these commands check it, edit it, render it and run "
+            "the controller on it. Those that edit it change the working tree only: you commit "
+            "and open the pull request."
         ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

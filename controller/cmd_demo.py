@@ -366,7 +366,8 @@ What to try:
   2. Approve the pending device (the pull request a reviewer would merge):
        {rciots} device approve {TENANT}/demo-plant-1 --repo {repo} --template mqtt-edge
        git -C {repo} add -A && git -C {repo} commit -qm "approve demo-plant-1"
-  3. Disable a device and see it disconnected:
-       {rciots} device disable {TENANT}/demo-gw-1 --repo {repo} && git -C {repo} commit -qam off
+  3. Disable the device you approved and see it disconnected (a device enrolled with the
+     automatic token has no Device file to disable until one is added):
+       {rciots} device disable {TENANT}/demo-plant-1 --repo {repo} && git -C {repo} commit -qam off
   4. Read what the controller recorded: git -C {repo} log --stat rciots/status
 Logs: {demo.workdir}/logs/. Stop with Ctrl-C."""

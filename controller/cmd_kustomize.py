@@ -79,7 +79,7 @@ def register(commands: Any) -> None:
         help="print the manifests of a kustomization directory",
         description=(
             "Print what `kustomize build DIR` prints, for the supported features (see "
-            "docs/fleet-repo.md). Unsupported features (helm charts, plugins, remote "
+            "docs/rendering.md). Unsupported features (helm charts, plugins, remote "
             "resources) are refused with a message naming the file. Exit 0 on success, 1 on "
             "error."
         ),

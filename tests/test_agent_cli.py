@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import IO
 
 import pytest
 
@@ -21,6 +17,7 @@ from rciots.agent import cli, config
 from rciots.agent.bundle import ApplyResult, Bundle, ResourceId, digest_of
 from rciots.agent.state import DirectoryIdentity, Identity, StateDir
 from tests import gitserver
+from tests.processes import Process
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "fleet-repo-example"
 AGENT = Path(sys.executable).parent / "rciots-agent"
@@ -253,62 +250,6 @@ asyncio.run(main())
 """
 
 
-class Process:
-    """A process whose output (stdout and stderr together) a thread reads line by line, so
-    that waiting for a line has a time limit of its own."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.popen = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        assert self.popen.stdout is not None
-        self.reader = threading.Thread(target=self._pump, args=(self.popen.stdout,), daemon=True)
-        self.reader.start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line)
-        self.lines.put(None)  # the end of the output
-
-    def wait_for(self, text: str, within: float) -> str:
-        """The first line not read yet that holds ``text``."""
-        deadline = time.monotonic() + within
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.seen.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"no line with {text!r} within {within} s: {''.join(self.seen)}")
-
-    def output(self) -> str:
-        """All it wrote, once it has ended."""
-        self.reader.join(timeout=10)
-        while not self.lines.empty():
-            line = self.lines.get_nowait()
-            if line is not None:
-                self.seen.append(line)
-        return "".join(self.seen)
-
-    def stop(self, within: float) -> int:
-        self.popen.send_signal(signal.SIGINT)
-        return self.popen.wait(timeout=within)
-
-    def close(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait()
-        self.reader.join(timeout=10)
-        assert self.popen.stdout is not None
-        self.popen.stdout.close()
-
-
 def test_the_agent_process_enrolls_applies_and_stops_on_sigint(tmp_path: Path) -> None:
     remote = gitserver.make_remote(tmp_path / "fleet.git", source=EXAMPLE)
     enroll_port, connector_port = gitserver.free_port(), gitserver.free_port()
@@ -325,6 +266,7 @@ def test_the_agent_process_enrolls_applies_and_stops_on_sigint(tmp_path: Path) -
             str(connector_port),
         ],
         env,
+        with_stdout=True,
     )
     agent: Process | None = None
     try:
@@ -337,7 +279,7 @@ def test_the_agent_process_enrolls_applies_and_stops_on_sigint(tmp_path: Path) -
         )
         argv = [str(AGENT), "--config", str(tmp_path / "agent.toml")]
         argv += ["--state-dir", str(tmp_path / "agent"), "--device-name", "cli-e2e"]
-        agent = Process([*argv, "--applier", "directory"], env)
+        agent = Process([*argv, "--applier", "directory"], env, with_stdout=True)
         agent.wait_for("enrolled as ", within=20)
         agent.wait_for("connected to /v1/connect", within=20)
         applied = agent.wait_for(": ok", within=20)
@@ -350,7 +292,7 @@ def test_the_agent_process_enrolls_applies_and_stops_on_sigint(tmp_path: Path) -
         started = time.monotonic()
         assert agent.stop(within=10) == 0
         assert time.monotonic() - started < 5
-        log = agent.output()
+        log = agent.output
         assert log.rstrip().endswith("INFO rciots.agent: stopped")
         assert WAREHOUSE not in log
         assert "rciots-dt-" not in log
@@ -368,5 +310,5 @@ def test_the_agent_process_enrolls_applies_and_stops_on_sigint(tmp_path: Path) -
         assert controller.stop(within=20) == 0
     finally:
         if agent is not None:
-            agent.close()
-        controller.close()
+            agent.stop()
+        controller.stop()

@@ -13,15 +13,22 @@ import asyncio
 import dataclasses
 import logging
 import re
+import shutil
+import ssl
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from websockets.asyncio.server import ServerConnection, serve
 
-from rciots.agent import applier, config, enroll, run
+from rciots.agent import applier, config, enroll, protocol, run
 from rciots.agent.bundle import ApplyResult, Bundle, ResourceId
-from rciots.agent.state import DirectoryIdentity
+from rciots.agent.state import DirectoryIdentity, Identity
+from rciots.controller import ca
 from tests import aio, gitserver
 from tests.fleetcontroller import (
     EXAMPLE,
@@ -303,5 +310,146 @@ def test_state_files_that_cannot_be_written_do_not_stop_applying(
             str(tmp_path / "agent" / "desired.json"),
             str(tmp_path / "agent" / "applied.json"),
         ]
+
+    aio.run(body(), timeout=30)
+
+
+def test_an_applier_that_raises_is_a_failed_apply_and_the_agent_goes_on(tmp_path: Path) -> None:
+    """An applier raises only for what it did not foresee: here the podman applier (with
+    `true` as its tool, which succeeds at everything) cannot write its record, because a file
+    stands where its folder should be. The agent answers that desired state as failed, with
+    the error, and applies the next one once the obstacle is gone."""
+    remote = gitserver.make_remote(tmp_path / "fleet.git", source=EXAMPLE)
+    key = ("acme-sensors", "run-applier-raises")
+    kustomization = f"{SMALL_TEMPLATE}/kustomization.yaml"
+    tool = shutil.which("true")
+    assert tool is not None
+    obstacle = tmp_path / "agent" / "podman"  # the podman applier's folder
+    obstacle.parent.mkdir()
+    obstacle.write_text("a file where the podman applier's folder should be")
+
+    async def body() -> None:
+        async with controller(settings(remote, tmp_path / "state")) as running:
+            made = agent_config(tmp_path / "agent", running, key[1], applier="podman", podman=tool)
+            agent = started(made)
+
+            def failed() -> bool:
+                """the controller heard the apply failed, and why"""
+                seen = running.observed.get(key)
+                return seen is not None and seen.tried_error is not None
+
+            await aio.eventually(failed, within=10)
+            error = running.observed[key].tried_error
+            assert error is not None
+            assert error.startswith("the podman applier failed: FileExistsError: ")
+            assert reported(running, key) is None
+
+            obstacle.unlink()
+            original = (remote.work / kustomization).read_text()
+            remote.commit({kustomization: original + "nameSuffix: -v2\n"}, "rename")
+            await in_sync(running, key, within=10)
+            assert agent.running
+            await agent.halt()
+
+    aio.run(body(), timeout=30)
+
+
+# -- certificate renewal ----------------------------------------------------------------------
+
+
+def public_key_of_certificate(chain_pem: bytes) -> bytes:
+    leaf = x509.load_pem_x509_certificates(chain_pem)[0]
+    return leaf.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def public_key_of_key(key_pem: bytes) -> bytes:
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_a_certificate_for_an_earlier_renewal_key_is_not_stored_with_the_newest_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The protocol lets a connector ask for a CSR again before it has answered the first; the
+    agent makes a new key for each. The certificate for the first key must not be stored with
+    the second key (TLS would refuse that pair, and the device could never connect again): the
+    stored key and certificate belong together, and they are the newest ones.
+
+    The connector here is the protocol's own ConnectorSession over a real TLS WebSocket, with a
+    CA made by the controller's ca module, which signs each CSR as the controller does."""
+    caplog.set_level(logging.INFO, logger="rciots.agent.run")
+    now = datetime.now(UTC)
+    authority = ca.create_authority(["127.0.0.1"], now)
+    (tmp_path / "server.pem").write_bytes(ca.pem(authority.server))
+    (tmp_path / "server.key").write_bytes(
+        authority.server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    device, tenant = "dev-renew", "acme-sensors"
+    signed: list[str] = []  # the certificate chains sent, in order
+
+    def sign(csr: str) -> str:
+        issued = ca.issue_device_certificate(
+            authority, ca.check_csr(csr.encode()), tenant, device, now
+        )
+        return issued.chain_pem.decode()
+
+    async def connector_side(connection: ServerConnection) -> None:
+        session = protocol.ConnectorSession(device)
+        csrs: list[str] = []
+        while session.closed is None:
+            for event in session.receive(await connection.recv()):
+                if isinstance(event, protocol.HelloReceived):
+                    session.accept(30)
+                    session.request_renewal()
+                    session.request_renewal()  # again, before the first is answered
+                elif isinstance(event, protocol.CsrReceived):
+                    csrs.append(event.csr)
+            if len(csrs) == 2:
+                for csr in csrs:
+                    signed.append(sign(csr))
+                    session.certificate(signed[-1], authority.ca_bundle_pem().decode())
+                session.close(protocol.CloseCode.GOING_AWAY, "the test is done")
+            for text in session.outgoing():
+                await connection.send(text)
+        closed = session.closed
+        await connection.close(closed.code, closed.reason)
+
+    async def body() -> None:
+        async with serve(connector_side, "127.0.0.1", 0, ssl=server_tls) as server:
+            port = server.sockets[0].getsockname()[1]
+            key_pem = enroll.new_key_pem()
+            first = Identity(
+                device_id=device,
+                tenant=tenant,
+                name="gw-renew",
+                connector_url=f"wss://127.0.0.1:{port}/v1/connect",
+                device_token="rciots-dt-renewal-test",
+                key_pem=key_pem,
+                certificate_pem=sign(enroll.make_csr(key_pem, "gw-renew")).encode(),
+                ca_pem=authority.ca_bundle_pem(),
+            )
+            store = DirectoryIdentity(tmp_path / "agent" / "identity")
+            store.save(first)
+            made = config.AgentConfig(
+                state_dir=tmp_path / "agent", device_name="gw-renew", max_reconnect_delay=5.0
+            )
+            agent = started(made)
+            await aio.eventually(lambda: len(waits(caplog)) >= 1, within=10)
+            await agent.halt()
+        assert len(signed) == 2  # one per CSR
+        kept = store.load()
+        assert kept is not None
+        assert kept.certificate_pem.decode() == signed[1]
+        assert public_key_of_certificate(kept.certificate_pem) == public_key_of_key(kept.key_pem)
 
     aio.run(body(), timeout=30)

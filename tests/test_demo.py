@@ -2,7 +2,8 @@
 
 Within 90 s the API shows at least three devices in sync and one pending enrollment; a template
 commit in the printed fleet repo is applied by the tenant's online devices within 30 s; SIGINT
-stops every process the demo started within a few seconds.
+stops every process the demo started within a few seconds. The commands of "What to try" run,
+as printed, on the demo's fleet repo.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from rciots.controller import cmd_demo
 from tests import gitserver
 from tests.processes import Process
 
@@ -101,3 +103,32 @@ def test_the_demo_runs_follows_a_commit_and_stops(tmp_path: Path) -> None:
         demo.stop()
     assert code == 0, demo.output
     assert processes_under(workdir) == []
+
+
+def test_the_commands_the_demo_suggests_work_as_printed(tmp_path: Path) -> None:
+    """Steps 1 to 3 of "What to try", in order, in a shell (the `cat` of an agent's folder
+    aside: no agent runs here). Each edits or commits the fleet repo the demo made."""
+    demo = cmd_demo.prepare(tmp_path / "demo")
+    hints = cmd_demo.what_to_try(demo)
+    commands = [
+        line.strip()
+        for line in hints.splitlines()
+        if line.startswith(" " * 7) and not line.strip().startswith("cat ")
+    ]
+    assert len(commands) == 5
+    for command in commands:
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **gitserver.GIT_IDENTITY},
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, f"{command}\n{done.stderr}"
+    assert gitserver.git(demo.repo, "status", "--porcelain") == ""
+    disabled = [line for line in hints.splitlines() if " device disable " in line]
+    device = disabled[0].split(" device disable ")[1].split()[0]
+    tenant, name = device.split("/")
+    device_file = demo.repo / "tenants" / tenant / "devices" / name / "device.yaml"
+    assert "enabled: false" in device_file.read_text()

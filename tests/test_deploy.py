@@ -317,14 +317,15 @@ def test_least_privilege_by_default_and_cluster_admin_only_by_opt_in() -> None:
     objects = agent_objects()
     assert not [o for o in objects if o["kind"].startswith("Cluster")]
     assert "cluster-admin" not in json.dumps(objects)
+    # the agent creates its Secret with a server-side apply, a PATCH whose create the API
+    # server authorizes for that name: resourceNames holds create too (docs/agent.md)
     identity = find(objects, "Role", "rciots-agent-identity")
     assert identity["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {
             "apiGroups": [""],
             "resources": ["secrets"],
             "resourceNames": ["rciots-agent-identity"],
-            "verbs": ["get", "patch"],
+            "verbs": ["get", "create", "patch"],
         },
     ]
     apply = find(objects, "Role", "rciots-agent-apply")
@@ -456,7 +457,7 @@ def test_the_agent_pod_is_a_working_agent_configuration(tmp_path: Path) -> None:
     store = run.identity_store(settings)
     assert isinstance(store, agent_state.SecretIdentity)
     identity_role = find(objects, "Role", "rciots-agent-identity")
-    assert [store.name] == identity_role["rules"][1]["resourceNames"]
+    assert [store.name] == identity_role["rules"][0]["resourceNames"]
     assert store.namespace == deployment["metadata"]["namespace"]
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "rciots-agent"
 
