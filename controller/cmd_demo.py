@@ -243,6 +243,9 @@ def _git_init(repo: Path) -> None:
     import pygit2
 
     git = pygit2.init_repository(str(repo), initial_head="main")
+    # the commits the demo suggests must work on a machine where git knows no user
+    git.config["user.name"] = "rciots demo"
+    git.config["user.email"] = "demo@localhost"
     git.index.add_all()
     git.index.write()
     tree = git.index.write_tree()

@@ -363,10 +363,14 @@ class Enroller:
         return issued
 
     def expire_pending(self, now: datetime) -> list[registry.Pending]:
-        """Remove pending enrollments older than the policy's time to live."""
-        expired = [
-            p for p in self.store.all_pending() if now - p.requested_at >= self.policy.pending_ttl
-        ]
-        for entry in expired:
-            self.store.remove_pending(entry.tenant, entry.name)
+        """Remove pending enrollments older than the policy's time to live (under the registry's
+        lock: a poll that replaces an expired entry meanwhile keeps its new one)."""
+        with self.store.atomic():
+            expired = [
+                p
+                for p in self.store.all_pending()
+                if now - p.requested_at >= self.policy.pending_ttl
+            ]
+            for entry in expired:
+                self.store.remove_pending(entry.tenant, entry.name)
         return expired

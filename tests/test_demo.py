@@ -105,9 +105,17 @@ def test_the_demo_runs_follows_a_commit_and_stops(tmp_path: Path) -> None:
     assert processes_under(workdir) == []
 
 
+def without_git_identity(home: Path) -> dict[str, str]:
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "EMAIL"))}
+    return {**env, "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1"}
+
+
 def test_the_commands_the_demo_suggests_work_as_printed(tmp_path: Path) -> None:
     """Steps 1 to 3 of "What to try", in order, in a shell (the `cat` of an agent's folder
-    aside: no agent runs here). Each edits or commits the fleet repo the demo made."""
+    aside: no agent runs here). Each edits or commits the fleet repo the demo made, on a
+    machine where git knows no user (no global or system configuration, no identity in the
+    environment): the repo has an identity of its own."""
     demo = cmd_demo.prepare(tmp_path / "demo")
     hints = cmd_demo.what_to_try(demo)
     commands = [
@@ -121,7 +129,7 @@ def test_the_commands_the_demo_suggests_work_as_printed(tmp_path: Path) -> None:
             ["bash", "-euo", "pipefail", "-c", command],
             capture_output=True,
             text=True,
-            env={**os.environ, **gitserver.GIT_IDENTITY},
+            env=without_git_identity(tmp_path / "home"),
             timeout=30,
             check=False,
         )
